@@ -1,0 +1,439 @@
+package compiler
+
+import (
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/keygate/keygate/internal/model"
+)
+
+// layout is the decision-shaped form of a model (docs/data-layout.md). Every map is written with sorted keys.
+type layout struct {
+	m *model.Model
+
+	rolesets     []roleset         // by index
+	orgMembers   map[string]map[string]int // org -> user -> roleset
+	teamRoles    map[string]map[string]int // team -> user -> roleset
+	wsRoles      map[string]map[string]int // workspace -> user -> roleset
+	orgAdmins    map[string]int            // org -> number of Organization Admin assignments
+	teamAdmins   map[string]map[string]bool
+	wsAdmins     map[string]map[string]bool
+	providers    map[string]bool
+	profileAdmin map[string]bool
+	free         map[string]string
+	roleKeys     map[string]map[string]bool // role -> key -> owner-only
+	userRole     string
+}
+
+type roleset struct {
+	roles []string
+	keys  map[string]bool // key -> owner-only (true only if every granting role grants it owner-only)
+}
+
+// plan computes the layout of a model.
+func plan(m *model.Model) *layout {
+	l := &layout{
+		m:            m,
+		orgMembers:   map[string]map[string]int{},
+		teamRoles:    map[string]map[string]int{},
+		wsRoles:      map[string]map[string]int{},
+		orgAdmins:    map[string]int{},
+		teamAdmins:   map[string]map[string]bool{},
+		wsAdmins:     map[string]map[string]bool{},
+		providers:    map[string]bool{},
+		profileAdmin: map[string]bool{},
+		free:         map[string]string{},
+		roleKeys:     map[string]map[string]bool{},
+	}
+	for _, r := range m.Roles {
+		l.roleKeys[r.ID] = m.RoleKeys(r.ID)
+	}
+	sys := m.SystemRoles
+	l.userRole = sys[model.RoleUser]
+	editUser := m.KeyNames[model.KeyEditUser]
+	updateProfile := m.KeyNames[model.KeyUpdateProfile]
+	_ = editUser
+
+	// Group each user's roles per place: (org), (team), (workspace).
+	type place struct{ kind, id, user string }
+	held := map[place][]string{}
+	for _, a := range m.Assignments {
+		role, _ := m.Role(a.Role)
+		switch role.Scope {
+		case model.ScopeProvider:
+			l.providers[a.User] = true
+			continue
+		case model.ScopeOrganization:
+			held[place{"org", a.Org, a.User}] = append(held[place{"org", a.Org, a.User}], a.Role)
+			if a.Role == sys[model.RoleOrganizationAdmin] {
+				l.orgAdmins[a.Org]++
+			}
+		case model.ScopeTeam:
+			held[place{"team", a.Team, a.User}] = append(held[place{"team", a.Team, a.User}], a.Role)
+			if a.Role == sys[model.RoleTeamAdmin] {
+				addSet(l.teamAdmins, a.Org, a.User)
+			}
+		case model.ScopeWorkspace:
+			held[place{"ws", a.Workspace, a.User}] = append(held[place{"ws", a.Workspace, a.User}], a.Role)
+			if a.Role == sys[model.RoleWorkspaceAdmin] {
+				addSet(l.wsAdmins, a.Org, a.User)
+			}
+		}
+		if !role.System && updateProfile != "" {
+			if _, ok := l.roleKeys[a.Role][updateProfile]; ok {
+				l.profileAdmin[a.User] = true
+			}
+		}
+	}
+
+	// Intern role sets: the same sorted role list is one roleset, numbered in sorted order.
+	ids := map[string][]string{}
+	for p, roles := range held {
+		slices.Sort(roles)
+		roles = slices.Compact(roles)
+		held[p] = roles
+		ids[strings.Join(roles, ",")] = roles
+	}
+	names := make([]string, 0, len(ids))
+	for k := range ids {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	index := make(map[string]int, len(names))
+	for i, k := range names {
+		index[k] = i
+		l.rolesets = append(l.rolesets, l.newRoleset(ids[k]))
+	}
+	for p, roles := range held {
+		n := index[strings.Join(roles, ",")]
+		switch p.kind {
+		case "org":
+			setIn(l.orgMembers, p.id, p.user, n)
+		case "team":
+			setIn(l.teamRoles, p.id, p.user, n)
+		case "ws":
+			setIn(l.wsRoles, p.id, p.user, n)
+		}
+	}
+	for _, u := range m.Users {
+		if u.Plan == model.PlanFree {
+			l.free[u.ID] = ""
+		}
+	}
+	for _, a := range m.Assignments {
+		if _, ok := l.free[a.User]; ok && a.Org != "" {
+			l.free[a.User] = a.Org
+		}
+	}
+	return l
+}
+
+func (l *layout) newRoleset(roles []string) roleset {
+	rs := roleset{roles: roles, keys: map[string]bool{}}
+	for _, r := range roles {
+		for k, ownerOnly := range l.roleKeys[r] {
+			if prev, ok := rs.keys[k]; ok {
+				rs.keys[k] = prev && ownerOnly
+			} else {
+				rs.keys[k] = ownerOnly
+			}
+		}
+	}
+	return rs
+}
+
+func addSet(m map[string]map[string]bool, k, v string) {
+	if m[k] == nil {
+		m[k] = map[string]bool{}
+	}
+	m[k][v] = true
+}
+
+func setIn(m map[string]map[string]int, k, u string, n int) {
+	if m[k] == nil {
+		m[k] = map[string]int{}
+	}
+	m[k][u] = n
+}
+
+// write encodes the layout as canonical JSON: compact, keys sorted, no HTML escaping. These are the bytes OPA's
+// structured-data hashing produces for the parsed document, so signatures over them verify.
+func (l *layout) write(w *jsonWriter) {
+	m := l.m
+	w.open()
+	w.key("collaborator_keys")
+	w.keyFlags(l.roleKeys[l.userRole])
+
+	w.key("deleted")
+	w.open()
+	for _, u := range sortedBy(m.Users, func(u model.User) string { return u.ID }) {
+		if u.Deleted {
+			w.key(u.ID)
+			w.raw("true")
+		}
+	}
+	w.close()
+
+	w.key("designs")
+	w.open()
+	for _, d := range sortedBy(m.Designs, func(d model.Design) string { return d.ID }) {
+		ws, _ := m.Workspace(d.Workspace)
+		w.key(d.ID)
+		w.open()
+		w.field("org", ws.Org)
+		w.field("owner", d.Owner)
+		w.field("visibility", d.Visibility)
+		w.field("workspace", d.Workspace)
+		w.close()
+	}
+	w.close()
+
+	w.key("free")
+	w.open()
+	for _, u := range sortedKeys(l.free) {
+		w.field(u, l.free[u])
+	}
+	w.close()
+
+	w.key("key_ids")
+	w.open()
+	for _, name := range sortedKeys(m.KeyNames) {
+		w.field(name, m.KeyNames[name])
+	}
+	w.close()
+
+	w.key("keychains")
+	w.open()
+	for _, kc := range sortedBy(m.Keychains, func(k model.Keychain) string { return k.ID }) {
+		w.key(kc.ID)
+		w.open()
+		w.key("keys")
+		w.set(kc.Keys)
+		w.field("name", kc.Name)
+		w.field("org", kc.Org)
+		w.close()
+	}
+	w.close()
+
+	w.key("keys")
+	w.open()
+	for _, k := range sortedBy(m.Keys, func(k model.Key) string { return k.ID }) {
+		w.key(k.ID)
+		w.open()
+		w.field("category", k.Category)
+		w.field("function", k.Function)
+		w.field("name", k.Name)
+		w.close()
+	}
+	w.close()
+
+	w.key("orgs")
+	w.open()
+	for _, o := range sortedBy(m.Organizations, func(o model.Organization) string { return o.ID }) {
+		w.key(o.ID)
+		w.open()
+		w.key("admins")
+		w.raw(strconv.Itoa(l.orgAdmins[o.ID]))
+		w.key("members")
+		w.rolesetMap(l.orgMembers[o.ID])
+		w.field("name", o.Name)
+		w.field("owner", o.Owner)
+		w.key("team_admins")
+		w.set(sortedKeys(l.teamAdmins[o.ID]))
+		w.key("workspace_admins")
+		w.set(sortedKeys(l.wsAdmins[o.ID]))
+		w.close()
+	}
+	w.close()
+
+	w.key("profile_admins")
+	w.set(sortedKeys(l.profileAdmin))
+
+	w.key("provider_admins")
+	w.set(sortedKeys(l.providers))
+
+	w.key("role_ids")
+	w.open()
+	roleIDs := map[string]string{}
+	for _, r := range m.Roles {
+		roleIDs[r.Org+"/"+r.Name] = r.ID
+		roleIDs[r.ID] = r.ID
+	}
+	for _, k := range sortedKeys(roleIDs) {
+		w.field(k, roleIDs[k])
+	}
+	w.close()
+
+	w.key("roles")
+	w.open()
+	for _, r := range sortedBy(m.Roles, func(r model.Role) string { return r.ID }) {
+		w.key(r.ID)
+		w.open()
+		w.key("keychains")
+		w.list(r.Keychains)
+		w.key("keys")
+		w.keyFlags(l.roleKeys[r.ID])
+		w.field("name", r.Name)
+		w.field("org", r.Org)
+		w.field("scope", r.Scope)
+		w.key("system")
+		w.raw(strconv.FormatBool(r.System))
+		w.close()
+	}
+	w.close()
+
+	w.key("rolesets")
+	w.open()
+	// Keys of an object are sorted as strings ("10" < "2"), as OPA hashes them.
+	rsNames := make([]string, len(l.rolesets))
+	for i := range l.rolesets {
+		rsNames[i] = strconv.Itoa(i)
+	}
+	sort.Strings(rsNames)
+	for _, n := range rsNames {
+		i, _ := strconv.Atoi(n)
+		rs := l.rolesets[i]
+		w.key(n)
+		w.open()
+		w.key("keys")
+		w.keyFlags(rs.keys)
+		w.key("roles")
+		w.set(rs.roles)
+		w.close()
+	}
+	w.close()
+
+	w.key("routes")
+	l.writeRoutes(w)
+
+	w.key("system_roles")
+	w.open()
+	for _, name := range sortedKeys(m.SystemRoles) {
+		w.field(name, m.SystemRoles[name])
+	}
+	w.close()
+
+	w.key("teams")
+	w.open()
+	for _, t := range sortedBy(m.Teams, func(t model.Team) string { return t.ID }) {
+		w.key(t.ID)
+		w.open()
+		w.key("members")
+		w.set(t.Members)
+		w.field("name", t.Name)
+		w.field("org", t.Org)
+		w.field("owner", t.Owner)
+		w.key("roles")
+		w.rolesetMap(l.teamRoles[t.ID])
+		w.close()
+	}
+	w.close()
+
+	w.key("tokens")
+	w.open()
+	for _, t := range sortedBy(m.Tokens, func(t model.Token) string { return t.ID }) {
+		w.key(t.ID)
+		w.open()
+		var ns int64
+		if t.ExpiresAt != "" {
+			ts, _ := time.Parse(time.RFC3339Nano, t.ExpiresAt)
+			ns = ts.UnixNano()
+		}
+		w.key("expires_ns")
+		w.raw(strconv.FormatInt(ns, 10))
+		w.key("revoked")
+		w.raw(strconv.FormatBool(t.Revoked))
+		w.field("user", t.User)
+		w.close()
+	}
+	w.close()
+
+	w.key("workspaces")
+	w.open()
+	for _, ws := range sortedBy(m.Workspaces, func(w model.Workspace) string { return w.ID }) {
+		w.key(ws.ID)
+		w.open()
+		w.key("members")
+		w.set(ws.Members)
+		w.field("name", ws.Name)
+		w.field("org", ws.Org)
+		w.field("owner", ws.Owner)
+		w.key("roles")
+		w.rolesetMap(l.wsRoles[ws.ID])
+		w.key("teams")
+		w.set(ws.Teams)
+		w.close()
+	}
+	w.close()
+	w.close()
+}
+
+func (l *layout) writeRoutes(w *jsonWriter) {
+	type bucketKey struct{ service, method, n string }
+	buckets := map[string]map[string]map[string][]model.Route{}
+	for _, r := range l.m.Routes {
+		segs, _ := model.RouteParams(r.Path)
+		n := strconv.Itoa(len(segs))
+		if buckets[r.Service] == nil {
+			buckets[r.Service] = map[string]map[string][]model.Route{}
+		}
+		if buckets[r.Service][r.Method] == nil {
+			buckets[r.Service][r.Method] = map[string][]model.Route{}
+		}
+		buckets[r.Service][r.Method][n] = append(buckets[r.Service][r.Method][n], r)
+	}
+	w.open()
+	for _, svc := range sortedKeys(buckets) {
+		w.key(svc)
+		w.open()
+		for _, method := range sortedKeys(buckets[svc]) {
+			w.key(method)
+			w.open()
+			for _, n := range sortedKeys(buckets[svc][method]) {
+				w.key(n)
+				w.arr()
+				routes := buckets[svc][method][n]
+				sort.Slice(routes, func(i, j int) bool { return routes[i].Path < routes[j].Path })
+				for _, r := range routes {
+					segs, _ := model.RouteParams(r.Path)
+					typ, param := "", ""
+					if r.Resource != "" {
+						typ, param = model.ResourceOf(r.Resource)
+					}
+					w.elem()
+					w.open()
+					w.field("key", r.Key)
+					w.field("org_from", r.OrgFrom)
+					w.field("pattern", r.Path)
+					w.field("resource_param", param)
+					w.field("resource_type", typ)
+					w.key("segments")
+					w.list(segs)
+					w.close()
+				}
+				w.closeArr()
+			}
+			w.close()
+		}
+		w.close()
+	}
+	w.close()
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func sortedBy[T any](s []T, id func(T) string) []T {
+	out := slices.Clone(s)
+	sort.Slice(out, func(i, j int) bool { return id(out[i]) < id(out[j]) })
+	return out
+}
