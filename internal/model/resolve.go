@@ -637,7 +637,8 @@ func (r *resolver) assignments(data []Assignment) {
 	firstOrg := map[string]int{}
 	for i, a := range data {
 		e := entry("assignments", i, "")
-		okUser := r.userRef(e, "user", a.User)
+		before := len(r.problems)
+		r.userRef(e, "user", a.User)
 		role, ok := r.roleRef(e, "role", a.Role, a.Org)
 		if !ok {
 			continue
@@ -684,7 +685,7 @@ func (r *resolver) assignments(data []Assignment) {
 			continue
 		}
 		seen[a] = i
-		if okUser && a.Org != "" {
+		if len(r.problems) == before && a.Org != "" {
 			if orgsOf[a.User] == nil {
 				orgsOf[a.User] = map[string]bool{}
 				firstOrg[a.User] = i

@@ -1,0 +1,60 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/keygate/keygate/internal/catalog"
+	"github.com/keygate/keygate/internal/model"
+	"github.com/keygate/keygate/internal/seed"
+)
+
+// sourceFlags selects where the data comes from: a seed file, PostgreSQL, or the embedded demo.
+type sourceFlags struct {
+	seed        string
+	databaseURL string
+}
+
+func (s *sourceFlags) register(cmd *cobra.Command, e *env) {
+	cmd.Flags().StringVar(&s.seed, "seed", "", "seed file (YAML or JSON); default: the embedded demo unless --database-url is set")
+	cmd.Flags().StringVar(&s.databaseURL, "database-url", e.getenv("KEYGATE_DATABASE_URL"), "PostgreSQL URL (default $KEYGATE_DATABASE_URL)")
+}
+
+// describe names the source for messages.
+func (s *sourceFlags) describe() string {
+	switch {
+	case s.seed != "":
+		return "seed " + s.seed
+	case s.databaseURL != "":
+		return "database"
+	}
+	return "embedded demo"
+}
+
+// snapshot reads the data snapshot from the chosen source (without the built-in catalogue).
+func (s *sourceFlags) snapshot(ctx context.Context) (model.Snapshot, error) {
+	switch {
+	case s.seed != "" && s.databaseURL != "" && s.databaseURL != "$KEYGATE_DATABASE_URL":
+		return model.Snapshot{}, usageErr("give --seed or --database-url, not both")
+	case s.seed != "":
+		return seed.ReadFile(s.seed)
+	case s.databaseURL != "":
+		return databaseSnapshot(ctx, s.databaseURL)
+	}
+	return catalog.DemoWithRoutes()
+}
+
+// model reads and validates the data.
+func (s *sourceFlags) model(ctx context.Context) (*model.Model, error) {
+	snap, err := s.snapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	m, err := catalog.Resolve(snap)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", s.describe(), err)
+	}
+	return m, nil
+}

@@ -1,0 +1,264 @@
+package compiler_test
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/keygate/keygate/internal/catalog"
+	"github.com/keygate/keygate/internal/compiler"
+	"github.com/keygate/keygate/internal/engine"
+	"github.com/keygate/keygate/internal/importer"
+	"github.com/keygate/keygate/internal/model"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+func demoModel(t testing.TB) *model.Model {
+	t.Helper()
+	snap, err := catalog.DemoWithRoutes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := catalog.Resolve(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// TestGoldenDemoData pins the compiler's output for the demo dataset (go test -update to accept a change).
+func TestGoldenDemoData(t *testing.T) {
+	t.Parallel()
+	var pretty bytes.Buffer
+	if err := json.Indent(&pretty, compiler.Data(demoModel(t)), "", "  "); err != nil {
+		t.Fatalf("data is not JSON: %v", err)
+	}
+	pretty.WriteByte('\n')
+	golden := filepath.Join("testdata", "demo.data.json")
+	if *update {
+		if err := os.WriteFile(golden, pretty.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if !bytes.Equal(pretty.Bytes(), want) {
+		t.Errorf("compiled data differs from %s; run go test ./internal/compiler -update and review the diff", golden)
+	}
+}
+
+func TestBuildIsDeterministic(t *testing.T) {
+	t.Parallel()
+	a, err := compiler.Build(demoModel(t), compiler.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := compiler.Build(demoModel(t), compiler.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(a.Data, b.Data) || a.Revision != b.Revision {
+		t.Fatalf("two builds of the same data differ: %s vs %s", a.Revision, b.Revision)
+	}
+	// A change in the data changes the revision.
+	snap, _ := catalog.DemoWithRoutes()
+	snap.Users[0].Deleted = true
+	m, err := catalog.Resolve(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := compiler.Build(m, compiler.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Revision == a.Revision {
+		t.Fatal("a data change kept the revision")
+	}
+}
+
+func TestBundleManifest(t *testing.T) {
+	t.Parallel()
+	out, err := compiler.Build(demoModel(t), compiler.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := engine.Read(out.Data, engine.Verification{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Manifest.Revision != out.Revision {
+		t.Errorf("manifest revision %q, want %q", b.Manifest.Revision, out.Revision)
+	}
+	if b.Manifest.Roots == nil || strings.Join(*b.Manifest.Roots, ",") != "keygate" {
+		t.Errorf("roots = %v, want [keygate]", b.Manifest.Roots)
+	}
+	if len(b.Modules) < 3 {
+		t.Errorf("bundle has %d modules, want the policies", len(b.Modules))
+	}
+	for _, m := range b.Modules {
+		if strings.HasSuffix(m.Path, "_test.rego") || strings.Contains(m.Path, "fixture") {
+			t.Errorf("bundle carries test module %s", m.Path)
+		}
+	}
+}
+
+func pemKeys(t *testing.T, alg string) (private, public []byte) {
+	t.Helper()
+	var priv any
+	var pub any
+	switch alg {
+	case "RS256":
+		k, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			t.Fatal(err)
+		}
+		priv, pub = k, &k.PublicKey
+	case "ES256":
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		priv, pub = k, &k.PublicKey
+	case "HS256":
+		return []byte("a-shared-secret-of-enough-length-32b"), []byte("a-shared-secret-of-enough-length-32b")
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pder, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pder})
+}
+
+func TestSignedBundlesVerify(t *testing.T) {
+	t.Parallel()
+	for _, alg := range []string{"RS256", "ES256", "HS256"} {
+		t.Run(alg, func(t *testing.T) {
+			t.Parallel()
+			priv, pub := pemKeys(t, alg)
+			out, err := compiler.Build(demoModel(t), compiler.Options{SigningKey: priv})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := engine.Read(out.Data, engine.Verification{Key: pub, Alg: alg}); err != nil {
+				t.Fatalf("signed bundle does not verify: %v", err)
+			}
+			_, other := pemKeys(t, alg)
+			if alg == "HS256" {
+				other = []byte("another-secret-another-secret-000")
+			}
+			if _, err := engine.Read(out.Data, engine.Verification{Key: other, Alg: alg}); err == nil {
+				t.Fatal("bundle verified with the wrong key")
+			}
+		})
+	}
+	t.Run("unsigned bundle rejected when a key is configured", func(t *testing.T) {
+		t.Parallel()
+		_, pub := pemKeys(t, "RS256")
+		out, err := compiler.Build(demoModel(t), compiler.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := engine.Read(out.Data, engine.Verification{Key: pub}); err == nil {
+			t.Fatal("unsigned bundle accepted")
+		}
+	})
+}
+
+func TestOptionsValidate(t *testing.T) {
+	t.Parallel()
+	rsaKey, _ := pemKeys(t, "RS256")
+	cases := []struct {
+		name string
+		opts compiler.Options
+		want string
+	}{
+		{"alg without key", compiler.Options{SigningAlg: "RS256"}, "signing_alg: set without a signing key"},
+		{"unknown alg", compiler.Options{SigningKey: rsaKey, SigningAlg: "XX1"}, `signing_alg: unsupported algorithm "XX1"`},
+		{"hmac with pem", compiler.Options{SigningKey: rsaKey, SigningAlg: "HS256"}, "needs a shared secret"},
+		{"rsa with secret", compiler.Options{SigningKey: []byte("secret"), SigningAlg: "RS256"}, "needs a PEM private key"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.opts.Validate()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestImportPublicCatalogue imports ../shared/data (466 keys, 1,112 grants) and builds a bundle from it.
+func TestImportPublicCatalogue(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join("..", "..", "..", "shared", "data")
+	files := importer.InDir(dir)
+	if files.Keys == "" || files.Grants == "" {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("public catalogue not found in %s", dir)
+		}
+		t.Skipf("public catalogue not found in %s", dir)
+	}
+	snap, st, err := importer.Import(files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Keys != 466 || st.Grants != 1112 {
+		t.Fatalf("imported %d keys and %d grants, want 466 and 1112", st.Keys, st.Grants)
+	}
+	m, err := catalog.Resolve(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Keys) != 466 {
+		t.Errorf("model has %d keys, want 466 (built-in keys are the catalogue's)", len(m.Keys))
+	}
+	grants := 0
+	for _, kc := range m.Keychains {
+		if strings.HasSuffix(kc.Name, " grants") {
+			grants += len(kc.Keys)
+		}
+	}
+	if grants != 1112 {
+		t.Errorf("grant keychains hold %d keys, want 1112", grants)
+	}
+	out, err := compiler.Build(m, compiler.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := engine.Read(out.Data, engine.Verification{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := b.Data["keygate"].(map[string]any)["db"].(map[string]any)
+	if n := len(db["keys"].(map[string]any)); n != 466 {
+		t.Errorf("bundle has %d keys, want 466", n)
+	}
+	// The owner-only cells of the User role survive as owner-only keys of the role.
+	userRole := m.SystemRoles[model.RoleUser]
+	owner := 0
+	for _, ownerOnly := range m.RoleKeys(userRole) {
+		if ownerOnly {
+			owner++
+		}
+	}
+	if owner < 9 {
+		t.Errorf("User role has %d owner-only keys, want at least the catalogue's 9", owner)
+	}
+}
