@@ -14,7 +14,7 @@ import (
 type layout struct {
 	m *model.Model
 
-	rolesets     []roleset         // by index
+	rolesets     []roleset                 // by index
 	orgMembers   map[string]map[string]int // org -> user -> roleset
 	teamRoles    map[string]map[string]int // team -> user -> roleset
 	wsRoles      map[string]map[string]int // workspace -> user -> roleset
