@@ -53,13 +53,17 @@ func plan(m *model.Model) *layout {
 	}
 	sys := m.SystemRoles
 	l.userRole = sys[model.RoleUser]
-	editUser := m.KeyNames[model.KeyEditUser]
 	updateProfile := m.KeyNames[model.KeyUpdateProfile]
-	_ = editUser
 
-	// Group each user's roles per place: (org), (team), (workspace).
-	type place struct{ kind, id, user string }
-	held := map[place][]string{}
+	// Group each user's roles per place (org, team or workspace). Assignments are visited in order of user
+	// and place, so each group is a run of consecutive entries.
+	type held struct {
+		kind  byte // 'o' org, 't' team, 'w' workspace
+		place string
+		user  string
+		role  string
+	}
+	list := make([]held, 0, len(m.Assignments))
 	for _, a := range m.Assignments {
 		role, _ := m.Role(a.Role)
 		switch role.Scope {
@@ -67,17 +71,17 @@ func plan(m *model.Model) *layout {
 			l.providers[a.User] = true
 			continue
 		case model.ScopeOrganization:
-			held[place{"org", a.Org, a.User}] = append(held[place{"org", a.Org, a.User}], a.Role)
+			list = append(list, held{'o', a.Org, a.User, a.Role})
 			if a.Role == sys[model.RoleOrganizationAdmin] {
 				l.orgAdmins[a.Org]++
 			}
 		case model.ScopeTeam:
-			held[place{"team", a.Team, a.User}] = append(held[place{"team", a.Team, a.User}], a.Role)
+			list = append(list, held{'t', a.Team, a.User, a.Role})
 			if a.Role == sys[model.RoleTeamAdmin] {
 				addSet(l.teamAdmins, a.Org, a.User)
 			}
 		case model.ScopeWorkspace:
-			held[place{"ws", a.Workspace, a.User}] = append(held[place{"ws", a.Workspace, a.User}], a.Role)
+			list = append(list, held{'w', a.Workspace, a.User, a.Role})
 			if a.Role == sys[model.RoleWorkspaceAdmin] {
 				addSet(l.wsAdmins, a.Org, a.User)
 			}
@@ -88,34 +92,69 @@ func plan(m *model.Model) *layout {
 			}
 		}
 	}
+	slices.SortFunc(list, func(a, b held) int {
+		if c := strings.Compare(a.user, b.user); c != 0 {
+			return c
+		}
+		if a.kind != b.kind {
+			return int(a.kind) - int(b.kind)
+		}
+		if c := strings.Compare(a.place, b.place); c != 0 {
+			return c
+		}
+		return strings.Compare(a.role, b.role)
+	})
 
-	// Intern role sets: the same sorted role list is one roleset, numbered in sorted order.
-	ids := map[string][]string{}
-	for p, roles := range held {
-		slices.Sort(roles)
-		roles = slices.Compact(roles)
-		held[p] = roles
-		ids[strings.Join(roles, ",")] = roles
+	// Intern role sets: one temporary number per distinct sorted role list, renumbered in sorted order below.
+	type group struct {
+		kind        byte
+		place, user string
+		tmp         int
 	}
-	names := make([]string, 0, len(ids))
-	for k := range ids {
-		names = append(names, k)
+	intern := map[string]int{}
+	var lists [][]string
+	groups := make([]group, 0, len(list))
+	var key strings.Builder
+	for i := 0; i < len(list); {
+		j := i
+		key.Reset()
+		var roles []string
+		for ; j < len(list) && list[j].user == list[i].user && list[j].kind == list[i].kind && list[j].place == list[i].place; j++ {
+			if len(roles) > 0 && roles[len(roles)-1] == list[j].role {
+				continue
+			}
+			roles = append(roles, list[j].role)
+			key.WriteString(list[j].role)
+			key.WriteByte(',')
+		}
+		n, ok := intern[key.String()]
+		if !ok {
+			n = len(lists)
+			intern[key.String()] = n
+			lists = append(lists, roles)
+		}
+		groups = append(groups, group{list[i].kind, list[i].place, list[i].user, n})
+		i = j
 	}
-	sort.Strings(names)
-	index := make(map[string]int, len(names))
-	for i, k := range names {
-		index[k] = i
-		l.rolesets = append(l.rolesets, l.newRoleset(ids[k]))
+	order := make([]int, len(lists))
+	for i := range order {
+		order[i] = i
 	}
-	for p, roles := range held {
-		n := index[strings.Join(roles, ",")]
-		switch p.kind {
-		case "org":
-			setIn(l.orgMembers, p.id, p.user, n)
-		case "team":
-			setIn(l.teamRoles, p.id, p.user, n)
-		case "ws":
-			setIn(l.wsRoles, p.id, p.user, n)
+	sort.Slice(order, func(a, b int) bool { return strings.Join(lists[order[a]], ",") < strings.Join(lists[order[b]], ",") })
+	final := make([]int, len(lists))
+	for n, tmp := range order {
+		final[tmp] = n
+		l.rolesets = append(l.rolesets, l.newRoleset(lists[tmp]))
+	}
+	for _, g := range groups {
+		n := final[g.tmp]
+		switch g.kind {
+		case 'o':
+			setIn(l.orgMembers, g.place, g.user, n)
+		case 't':
+			setIn(l.teamRoles, g.place, g.user, n)
+		case 'w':
+			setIn(l.wsRoles, g.place, g.user, n)
 		}
 	}
 	for _, u := range m.Users {

@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -142,9 +143,9 @@ func (r *resolver) add(entry, field, format string, args ...any) {
 
 func entry(list string, i int, id string) string {
 	if id == "" {
-		return fmt.Sprintf("%s[%d]", list, i)
+		return list + "[" + strconv.Itoa(i) + "]"
 	}
-	return fmt.Sprintf("%s[%d] (id %q)", list, i, id)
+	return list + "[" + strconv.Itoa(i) + "] (id " + strconv.Quote(id) + ")"
 }
 
 // Resolve validates data against the built-in catalogue and returns the merged model. Every problem is
@@ -445,24 +446,25 @@ func (r *resolver) roleRef(e, field, ref, org string) (Role, bool) {
 
 func (r *resolver) users(data []User) {
 	m := r.m
-	seen := map[string]bool{}
+	m.userIdx = make(map[string]int, len(data))
+	m.Users = make([]User, 0, len(data))
 	for i, u := range data {
 		e := entry("users", i, u.ID)
 		if u.ID == "" {
 			r.add(e, "id", "missing")
 			continue
 		}
-		if seen[u.ID] {
+		if _, dup := m.userIdx[u.ID]; dup {
 			r.add(e, "id", "duplicate id %q", u.ID)
 			continue
 		}
-		seen[u.ID] = true
 		if u.Plan == "" {
 			u.Plan = defaultPlan
 		}
 		if !plans[u.Plan] {
 			r.add(e, "plan", "unknown plan %q (want free, team or enterprise)", u.Plan)
 		}
+		m.userIdx[u.ID] = len(m.Users)
 		m.Users = append(m.Users, u)
 	}
 }
@@ -480,18 +482,8 @@ func (r *resolver) userRef(e, field, id string) bool {
 }
 
 func (r *resolver) hasUser(id string) bool {
-	_, ok := r.userSet()[id]
+	_, ok := r.m.userIdx[id]
 	return ok
-}
-
-func (r *resolver) userSet() map[string]int {
-	if r.m.userIdx == nil {
-		r.m.userIdx = make(map[string]int, len(r.m.Users))
-		for i, u := range r.m.Users {
-			r.m.userIdx[u.ID] = i
-		}
-	}
-	return r.m.userIdx
 }
 
 func (r *resolver) orgs(data []Organization) {
@@ -632,9 +624,9 @@ func (r *resolver) designs(data []Design) {
 
 func (r *resolver) assignments(data []Assignment) {
 	m := r.m
-	seen := map[Assignment]int{}
-	orgsOf := map[string]map[string]bool{} // user -> orgs they hold a role in
-	firstOrg := map[string]int{}
+	seen := make(map[Assignment]int, len(data))
+	m.Assignments = make([]Assignment, 0, len(data))
+	orgsOf := map[string][]string{} // Free-plan user -> orgs they hold a role in
 	for i, a := range data {
 		e := entry("assignments", i, "")
 		before := len(r.problems)
@@ -685,19 +677,15 @@ func (r *resolver) assignments(data []Assignment) {
 			continue
 		}
 		seen[a] = i
-		if len(r.problems) == before && a.Org != "" {
-			if orgsOf[a.User] == nil {
-				orgsOf[a.User] = map[string]bool{}
-				firstOrg[a.User] = i
-			}
-			orgsOf[a.User][a.Org] = true
+		if len(r.problems) == before && a.Org != "" && m.Users[m.userIdx[a.User]].Plan == PlanFree {
+			orgsOf[a.User] = appendUnique(orgsOf[a.User], a.Org)
 		}
 		m.Assignments = append(m.Assignments, a)
 	}
 	for _, u := range m.Users {
-		if u.Plan == PlanFree && len(orgsOf[u.ID]) > 1 {
-			orgs := sortedKeys(orgsOf[u.ID])
-			r.add(entry("users", r.userSet()[u.ID], u.ID), "plan",
+		if orgs := orgsOf[u.ID]; len(orgs) > 1 {
+			sort.Strings(orgs)
+			r.add(entry("users", m.userIdx[u.ID], u.ID), "plan",
 				"a Free-plan user belongs to a single organization, but holds roles in %s", strings.Join(orgs, ", "))
 		}
 	}

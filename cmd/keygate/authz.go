@@ -1,0 +1,128 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/keygate/keygate/internal/sidecar"
+)
+
+func init() { register(newAuthzCmd) }
+
+// loadSidecarConfig reads an optional YAML config file (unknown keys are errors).
+func loadSidecarConfig(path string) (sidecar.Config, error) {
+	var cfg sidecar.Config
+	if path == "" {
+		return cfg, nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return cfg, usageErr("--config: %v", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil {
+		return cfg, usageErr("--config %s: %v", path, err)
+	}
+	return cfg, nil
+}
+
+func newAuthzCmd(e *env) *cobra.Command {
+	var (
+		configFile string
+		fl         sidecar.Config
+		audiences  []string
+	)
+	cmd := &cobra.Command{
+		Use:   "authz (--bundle-url URL | --bundle-file FILE) (--jwks-file FILE | --jwks-url URL | --identity-from-metadata)",
+		Short: "Run the authorization sidecar: Envoy ext_authz v3 on gRPC, OPA's data API, /health and /metrics on HTTP",
+		Long: `Run keygate's sidecar next to Envoy. It follows a bundle (from a bundle server with ETag and optional
+long polling, or from a file), verifies its signature when --verification-key is set (unsigned or tampered
+bundles are rejected and the last good one keeps answering), keeps the last good bundle in --persist-dir, and
+answers Envoy's ext_authz Check from data.keygate.envoy.response. Flags override the --config YAML file.`,
+		Example: `  keygate authz --bundle-url http://127.0.0.1:8282/bundles/keygate.tar.gz --verification-key bundle.pub \
+      --persist-dir /var/lib/keygate --jwks-url https://idp.example/.well-known/jwks.json --issuer https://idp.example`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadSidecarConfig(configFile)
+			if err != nil {
+				return err
+			}
+			applyAuthzFlags(cmd.Flags(), &cfg, &fl, audiences)
+			cfg.SetDefaults()
+			if err := cfg.Validate(); err != nil {
+				return usageErr("%v", err)
+			}
+			return sidecar.Run(cmd.Context(), cfg, e.logger)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&configFile, "config", "", "YAML config file (keys as in sidecar.Config: grpc_addr, bundle.url, identity.jwks_file, ...)")
+	f.StringVar(&fl.GRPCAddr, "grpc-addr", "127.0.0.1:9191", "ext_authz gRPC listener: host:port or unix:///path")
+	f.StringVar(&fl.HTTPAddr, "http-addr", "127.0.0.1:8181", "data API / health / metrics listener: host:port or unix:///path")
+	f.StringVar(&fl.Bundle.URL, "bundle-url", "", "bundle URL on a bundle server (keygate serve)")
+	f.StringVar(&fl.Bundle.File, "bundle-file", "", "bundle file (.tar.gz) instead of a URL")
+	f.StringVar(&fl.Bundle.Token, "bundle-token", "", "bearer token for the bundle server")
+	f.StringVar(&fl.Bundle.VerificationKey, "verification-key", "", "verify bundle signatures with this PEM public key (or HMAC secret) file")
+	f.StringVar(&fl.Bundle.VerificationKeyID, "verification-key-id", "keygate", "key id bundles are signed with")
+	f.StringVar(&fl.Bundle.VerificationAlg, "verification-alg", "RS256", "bundle signing algorithm")
+	f.StringVar(&fl.Bundle.PersistDir, "persist-dir", "", "keep the last good bundle here and use it when the server is unreachable at start")
+	f.DurationVar(&fl.Bundle.MinDelay, "poll-min", 10*time.Second, "minimum polling delay (whole seconds)")
+	f.DurationVar(&fl.Bundle.MaxDelay, "poll-max", 20*time.Second, "maximum polling delay (whole seconds)")
+	f.DurationVar(&fl.Bundle.LongPollTimeout, "long-poll", 0, "long polling timeout (whole seconds; 0 = plain polling)")
+	f.StringVar(&fl.Identity.JWKSFile, "jwks-file", "", "JSON Web Key Set file to verify bearer JWTs")
+	f.StringVar(&fl.Identity.JWKSURL, "jwks-url", "", "JSON Web Key Set URL (refreshed in the background)")
+	f.DurationVar(&fl.Identity.JWKSRefresh, "jwks-refresh", 5*time.Minute, "minimum interval between JWKS refreshes")
+	f.StringVar(&fl.Identity.Issuer, "issuer", "", "required iss claim")
+	f.StringSliceVar(&audiences, "audience", nil, "accepted aud claim (repeatable)")
+	f.DurationVar(&fl.Identity.ClockSkew, "clock-skew", 30*time.Second, "leeway on exp and nbf")
+	f.BoolVar(&fl.IdentityFromMetadata, "identity-from-metadata", false, "take the subject from Envoy jwt_authn's payload_in_metadata instead of verifying the bearer token")
+	f.StringVar(&fl.MetadataKey, "metadata-key", "jwt_payload", "jwt_authn payload_in_metadata name")
+	f.BoolVar(&fl.DryRun, "dry-run", false, "allow everything; log and count (result=dry_run) what would be denied")
+	f.DurationVar(&fl.CheckTimeout, "check-timeout", 100*time.Millisecond, "deadline of one Check's evaluation")
+	f.IntVar(&fl.Workers, "workers", 0, "evaluation goroutines (0 = GOMAXPROCS)")
+	f.DurationVar(&fl.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "graceful shutdown bound")
+	f.BoolVar(&fl.DecisionLogs.Disabled, "no-decision-logs", false, "disable decision logs")
+	f.IntVar(&fl.DecisionLogs.QueueSize, "decision-log-queue", 1024, "decision log queue bound (entries past it are dropped and counted)")
+	return cmd
+}
+
+// applyAuthzFlags copies the flags the user set onto cfg (the config file's values otherwise stand).
+func applyAuthzFlags(fs *pflag.FlagSet, cfg, fl *sidecar.Config, audiences []string) {
+	set := func(name string, apply func()) {
+		if fs.Changed(name) {
+			apply()
+		}
+	}
+	set("grpc-addr", func() { cfg.GRPCAddr = fl.GRPCAddr })
+	set("http-addr", func() { cfg.HTTPAddr = fl.HTTPAddr })
+	set("bundle-url", func() { cfg.Bundle.URL = fl.Bundle.URL })
+	set("bundle-file", func() { cfg.Bundle.File = fl.Bundle.File })
+	set("bundle-token", func() { cfg.Bundle.Token = fl.Bundle.Token })
+	set("verification-key", func() { cfg.Bundle.VerificationKey = fl.Bundle.VerificationKey })
+	set("verification-key-id", func() { cfg.Bundle.VerificationKeyID = fl.Bundle.VerificationKeyID })
+	set("verification-alg", func() { cfg.Bundle.VerificationAlg = fl.Bundle.VerificationAlg })
+	set("persist-dir", func() { cfg.Bundle.PersistDir = fl.Bundle.PersistDir })
+	set("poll-min", func() { cfg.Bundle.MinDelay = fl.Bundle.MinDelay })
+	set("poll-max", func() { cfg.Bundle.MaxDelay = fl.Bundle.MaxDelay })
+	set("long-poll", func() { cfg.Bundle.LongPollTimeout = fl.Bundle.LongPollTimeout })
+	set("jwks-file", func() { cfg.Identity.JWKSFile = fl.Identity.JWKSFile })
+	set("jwks-url", func() { cfg.Identity.JWKSURL = fl.Identity.JWKSURL })
+	set("jwks-refresh", func() { cfg.Identity.JWKSRefresh = fl.Identity.JWKSRefresh })
+	set("issuer", func() { cfg.Identity.Issuer = fl.Identity.Issuer })
+	set("audience", func() { cfg.Identity.Audiences = audiences })
+	set("clock-skew", func() { cfg.Identity.ClockSkew = fl.Identity.ClockSkew })
+	set("identity-from-metadata", func() { cfg.IdentityFromMetadata = fl.IdentityFromMetadata })
+	set("metadata-key", func() { cfg.MetadataKey = fl.MetadataKey })
+	set("dry-run", func() { cfg.DryRun = fl.DryRun })
+	set("check-timeout", func() { cfg.CheckTimeout = fl.CheckTimeout })
+	set("workers", func() { cfg.Workers = fl.Workers })
+	set("shutdown-timeout", func() { cfg.ShutdownTimeout = fl.ShutdownTimeout })
+	set("no-decision-logs", func() { cfg.DecisionLogs.Disabled = fl.DecisionLogs.Disabled })
+	set("decision-log-queue", func() { cfg.DecisionLogs.QueueSize = fl.DecisionLogs.QueueSize })
+}

@@ -1,0 +1,94 @@
+// Package bundleserver serves keygate's OPA bundle over HTTP: it builds the bundle (snapshot -> resolve ->
+// compile -> sign) at start and on every Trigger, keeps serving the last good bundle when a build fails, and
+// answers OPA's bundle protocol (ETag / If-None-Match, long polling with "Prefer: wait=N") at
+// GET /bundles/keygate.tar.gz, with /health and /metrics beside it.
+//
+// Delta bundles are not produced: a client asking for "modes=snapshot,delta" gets snapshot bundles.
+package bundleserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/keygate/keygate/internal/compiler"
+	"github.com/keygate/keygate/internal/model"
+)
+
+// BundlePath is where the bundle is served.
+const BundlePath = "/bundles/keygate.tar.gz"
+
+// Defaults of Config.
+const (
+	DefaultAddr            = "127.0.0.1:8282"
+	DefaultMaxWait         = 60 * time.Second
+	DefaultBuildTimeout    = 2 * time.Minute
+	DefaultRetryInterval   = 10 * time.Second
+	DefaultShutdownTimeout = 10 * time.Second
+)
+
+// Config configures a Server. Zero fields take their defaults (see SetDefaults).
+type Config struct {
+	// Addr is the HTTP listener, host:port. Default 127.0.0.1:8282; port 0 picks a free port.
+	Addr string `yaml:"addr"`
+	// Build holds the compiler options: the signing key (PEM private key or HMAC secret), algorithm and key
+	// id. Unsigned bundles when Build.SigningKey is empty.
+	Build compiler.Options `yaml:"-"`
+	// MaxWait caps the long-polling wait a client asks for with "Prefer: wait=N". Default 60s.
+	MaxWait time.Duration `yaml:"max_wait"`
+	// BuildTimeout bounds one build (snapshot + compile + sign). Default 2m.
+	BuildTimeout time.Duration `yaml:"build_timeout"`
+	// RetryInterval is how long after a failed build the server tries again by itself (a Trigger retries
+	// at once). Default 10s; negative disables the retry.
+	RetryInterval time.Duration `yaml:"retry_interval"`
+	// ShutdownTimeout bounds the graceful shutdown of the HTTP server. Default 10s.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// Source reads the data snapshot (without the built-in catalogue, which the build adds). Required.
+	Source func(ctx context.Context) (model.Snapshot, error) `yaml:"-"`
+}
+
+// SetDefaults fills unset fields.
+func (c *Config) SetDefaults() {
+	if c.Addr == "" {
+		c.Addr = DefaultAddr
+	}
+	if c.MaxWait == 0 {
+		c.MaxWait = DefaultMaxWait
+	}
+	if c.BuildTimeout == 0 {
+		c.BuildTimeout = DefaultBuildTimeout
+	}
+	if c.RetryInterval == 0 {
+		c.RetryInterval = DefaultRetryInterval
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+}
+
+// Validate checks the configuration (after SetDefaults) and names the bad key. It fills in the compiler's
+// defaults (algorithm and key id).
+func (c *Config) Validate() error {
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil || strings.HasPrefix(c.Addr, "unix:") {
+		return fmt.Errorf("addr: %q is not host:port", c.Addr)
+	}
+	if err := c.Build.Validate(); err != nil {
+		return fmt.Errorf("build: %w", err)
+	}
+	if c.MaxWait < 0 {
+		return fmt.Errorf("max_wait: %s is negative", c.MaxWait)
+	}
+	if c.BuildTimeout <= 0 {
+		return fmt.Errorf("build_timeout: %s is not positive", c.BuildTimeout)
+	}
+	if c.ShutdownTimeout <= 0 {
+		return fmt.Errorf("shutdown_timeout: %s is not positive", c.ShutdownTimeout)
+	}
+	if c.Source == nil {
+		return errors.New("source: required")
+	}
+	return nil
+}

@@ -1,0 +1,188 @@
+package engine_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/rego"
+
+	"github.com/keygate/keygate/internal/catalog"
+	"github.com/keygate/keygate/internal/compiler"
+	"github.com/keygate/keygate/internal/engine"
+	"github.com/keygate/keygate/internal/model"
+	"github.com/keygate/keygate/internal/synth"
+)
+
+// Scale benchmarks: KEYGATE_BENCH_USERS (default "100000,1000000") synthetic users, 2 orgs and 2-3 roles
+// each. `make bench` runs them; docs/performance.md records the figures.
+
+func benchSizes() []int {
+	spec := os.Getenv("KEYGATE_BENCH_USERS")
+	if spec == "" {
+		spec = "100000,1000000"
+	}
+	var out []int
+	for _, f := range strings.Split(spec, ",") {
+		if n, err := strconv.Atoi(strings.TrimSpace(f)); err == nil && n > 0 {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+type scale struct {
+	snap   model.Snapshot
+	bundle *compiler.Bundle
+	eng    *engine.Engine
+	heap   uint64 // bytes held by the loaded data and compiled policies
+	load   time.Duration
+}
+
+var scales sync.Map // users -> *scale
+
+func heapInUse() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
+
+func getScale(b *testing.B, users int) *scale {
+	if s, ok := scales.Load(users); ok {
+		return s.(*scale)
+	}
+	snap := synth.Generate(synth.Config{Users: users})
+	m, err := catalog.Resolve(snap)
+	if err != nil {
+		b.Fatal(err)
+	}
+	out, err := compiler.Build(m, compiler.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	m = nil
+	s := &scale{snap: snap, bundle: out}
+	before := heapInUse()
+	start := time.Now()
+	bun, err := engine.Read(out.Data, engine.Verification{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	eng, err := engine.New(context.Background(), bun)
+	if err != nil {
+		b.Fatal(err)
+	}
+	bun = nil
+	s.load = time.Since(start)
+	s.eng = eng
+	s.heap = heapInUse() - before
+	scales.Store(users, s)
+	return s
+}
+
+// BenchmarkBuild measures snapshot -> validated model -> bundle bytes.
+func BenchmarkBuild(b *testing.B) {
+	for _, n := range benchSizes() {
+		b.Run(fmt.Sprintf("users=%d", n), func(b *testing.B) {
+			snap := synth.Generate(synth.Config{Users: n})
+			b.ResetTimer()
+			var out *compiler.Bundle
+			for range b.N {
+				m, err := catalog.Resolve(snap)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if out, err = compiler.Build(m, compiler.Options{}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(len(out.Data))/(1<<20), "bundle-MiB")
+			b.ReportMetric(float64(out.DataSize)/(1<<20), "data-MiB")
+		})
+	}
+}
+
+// BenchmarkLoadedHeap reports the heap the loaded bundle holds in OPA (data store + compiled policies).
+func BenchmarkLoadedHeap(b *testing.B) {
+	for _, n := range benchSizes() {
+		b.Run(fmt.Sprintf("users=%d", n), func(b *testing.B) {
+			s := getScale(b, n)
+			for range b.N {
+			}
+			b.ReportMetric(float64(s.heap)/(1<<20), "heap-MiB")
+			b.ReportMetric(s.load.Seconds(), "load-s")
+		})
+	}
+}
+
+// BenchmarkDecision measures one prepared data.keygate.authz.decision / allow evaluation, with p50/p99.
+func BenchmarkDecision(b *testing.B) {
+	for _, n := range benchSizes() {
+		for _, q := range []string{engine.AuthzAllow, engine.AuthzDecision, engine.AssignDecision} {
+			name := strings.TrimPrefix(q, "data.keygate.")
+			b.Run(fmt.Sprintf("users=%d/%s", n, name), func(b *testing.B) {
+				s := getScale(b, n)
+				pq, _ := s.eng.Prepared(q)
+				inputs := benchInputs(s.snap, q, 1024)
+				ctx := context.Background()
+				lat := make([]time.Duration, 0, b.N)
+				allowed := 0
+				b.ReportAllocs()
+				b.ResetTimer()
+				for i := range b.N {
+					start := time.Now()
+					rs, err := pq.Eval(ctx, rego.EvalInput(inputs[i%len(inputs)]))
+					lat = append(lat, time.Since(start))
+					if err != nil || len(rs) == 0 {
+						b.Fatalf("eval: %v (%d results)", err, len(rs))
+					}
+					if isAllowed(rs[0].Expressions[0].Value) {
+						allowed++
+					}
+				}
+				b.StopTimer()
+				slices.Sort(lat)
+				b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds())/1e3, "p50-us")
+				b.ReportMetric(float64(lat[len(lat)*99/100].Nanoseconds())/1e3, "p99-us")
+				if allowed == 0 {
+					b.Fatal("no input was allowed: the benchmark measures only the deny path")
+				}
+			})
+		}
+	}
+}
+
+func isAllowed(v any) bool {
+	if ok, isBool := v.(bool); isBool {
+		return ok
+	}
+	m, _ := v.(map[string]any)
+	return m["allow"] == true
+}
+
+// benchInputs picks users with their home org; keys alternate between granted and not granted.
+func benchInputs(s model.Snapshot, q string, n int) []map[string]any {
+	keys := []string{"View All Teams", "Delete Organization", "Edit Organization", "View Workspace"}
+	var out []map[string]any
+	for i := range n {
+		a := s.Assignments[(i*7919)%len(s.Assignments)]
+		if a.Org == "" {
+			a = s.Assignments[0]
+		}
+		if q == engine.AssignDecision {
+			out = append(out, map[string]any{"actor": a.User, "action": "assign", "role": "User", "user": s.Users[(i*31)%len(s.Users)].ID, "org": a.Org})
+			continue
+		}
+		out = append(out, map[string]any{"user": a.User, "org": a.Org, "key": keys[i%len(keys)]})
+	}
+	return out
+}

@@ -1,0 +1,337 @@
+package sidecar
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/open-policy-agent/opa/v1/ast"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/keygate/keygate/internal/envoyauth"
+	"github.com/keygate/keygate/internal/identity"
+)
+
+// Sidecar is a configured sidecar; Serve runs it.
+type Sidecar struct {
+	authv3.UnimplementedAuthorizationServer
+
+	cfg      Config
+	logger   *slog.Logger
+	metrics  *metrics
+	engine   *engine
+	verifier *identity.Verifier
+	pool     *pool
+	logs     *decisionLog
+	health   *health.Server
+	ready    atomic.Bool
+
+	grpcServer *grpc.Server
+	httpServer *http.Server
+	grpcLis    net.Listener
+	httpLis    net.Listener
+
+	idPrefix string
+	idSeq    atomic.Uint64
+}
+
+// Run is New followed by Serve.
+func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
+	s, err := New(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	return s.Serve(ctx)
+}
+
+// New validates cfg, loads the JWKS, configures OPA and opens both listeners (so their addresses are
+// known before Serve). Nothing is served until Serve.
+func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Sidecar, err error) {
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	var rnd [8]byte
+	_, _ = rand.Read(rnd[:])
+	s := &Sidecar{cfg: cfg, logger: logger, metrics: newMetrics(), health: health.NewServer(),
+		idPrefix: hex.EncodeToString(rnd[:])}
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	s.health.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
+
+	var cleanup []func()
+	defer func() {
+		if err != nil {
+			for i := len(cleanup) - 1; i >= 0; i-- {
+				cleanup[i]()
+			}
+		}
+	}()
+	if !cfg.IdentityFromMetadata {
+		if s.verifier, err = identity.New(ctx, cfg.Identity); err != nil {
+			return nil, err
+		}
+		cleanup = append(cleanup, func() { _ = s.verifier.Close(context.Background()) })
+	}
+	if s.engine, err = newEngine(cfg.Bundle, logger, s.metrics, s.becameReady); err != nil {
+		return nil, err
+	}
+	if s.grpcLis, err = listen(cfg.GRPCAddr); err != nil {
+		return nil, fmt.Errorf("grpc_addr: %w", err)
+	}
+	cleanup = append(cleanup, func() { _ = s.grpcLis.Close() })
+	if s.httpLis, err = listen(cfg.HTTPAddr); err != nil {
+		return nil, fmt.Errorf("http_addr: %w", err)
+	}
+	cleanup = append(cleanup, func() { _ = s.httpLis.Close() })
+
+	s.pool = newPool(cfg.Workers)
+	if !cfg.DecisionLogs.Disabled {
+		s.logs = newDecisionLog(logger, cfg.DecisionLogs.QueueSize, s.metrics.logsDropped.Inc)
+	}
+	s.grpcServer = grpc.NewServer()
+	authv3.RegisterAuthorizationServer(s.grpcServer, s)
+	healthpb.RegisterHealthServer(s.grpcServer, s.health)
+	reflection.Register(s.grpcServer)
+	s.httpServer = &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
+	return s, nil
+}
+
+func listen(addr string) (net.Listener, error) {
+	if p, ok := strings.CutPrefix(addr, "unix://"); ok {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, err
+		}
+		return net.Listen("unix", p)
+	}
+	return net.Listen("tcp", addr)
+}
+
+// GRPCAddr and HTTPAddr are the listeners' addresses (useful with port 0).
+func (s *Sidecar) GRPCAddr() net.Addr { return s.grpcLis.Addr() }
+
+// HTTPAddr is the HTTP listener's address.
+func (s *Sidecar) HTTPAddr() net.Addr { return s.httpLis.Addr() }
+
+// Ready reports whether a bundle is active.
+func (s *Sidecar) Ready() bool { return s.ready.Load() }
+
+// Revision is the active bundle's revision ("" before the first activation).
+func (s *Sidecar) Revision() string {
+	if q := s.engine.current.Load(); q != nil {
+		return q.revision
+	}
+	return ""
+}
+
+// TriggerBundle downloads the bundle now instead of waiting for the next poll.
+func (s *Sidecar) TriggerBundle(ctx context.Context) error { return s.engine.trigger(ctx) }
+
+func (s *Sidecar) becameReady() {
+	s.ready.Store(true)
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.health.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+}
+
+// Serve starts OPA (activating a persisted bundle at once when there is one), serves gRPC and HTTP until
+// ctx ends, then shuts down in order: health NOT_SERVING, gRPC GracefulStop (Stop after
+// ShutdownTimeout), HTTP Shutdown, OPA stop, workers and decision logs drained.
+func (s *Sidecar) Serve(ctx context.Context) error {
+	if err := s.engine.start(ctx); err != nil {
+		_ = s.grpcLis.Close()
+		_ = s.httpLis.Close()
+		return err
+	}
+	errc := make(chan error, 2)
+	go func() {
+		if err := s.grpcServer.Serve(s.grpcLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			errc <- fmt.Errorf("grpc server: %w", err)
+		}
+	}()
+	go func() {
+		if err := s.httpServer.Serve(s.httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("http server: %w", err)
+		}
+	}()
+	s.logger.Info("sidecar serving", "grpc", s.GRPCAddr().String(), "http", s.HTTPAddr().String(),
+		"dry_run", s.cfg.DryRun)
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	s.shutdown()
+	return serveErr
+}
+
+func (s *Sidecar) shutdown() {
+	s.logger.Info("sidecar stopping")
+	s.health.Shutdown() // NOT_SERVING for every service
+	stopped := make(chan struct{})
+	go func() { s.grpcServer.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(s.cfg.ShutdownTimeout):
+		s.grpcServer.Stop()
+		<-stopped
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	if err := s.httpServer.Shutdown(ctx); err != nil {
+		_ = s.httpServer.Close()
+	}
+	s.engine.stop(ctx)
+	if s.verifier != nil {
+		_ = s.verifier.Close(ctx)
+	}
+	s.pool.close()
+	s.logs.close()
+}
+
+// decisionID returns a unique id: a random per-process prefix and a sequence number.
+func (s *Sidecar) decisionID() string {
+	var b [33]byte
+	copy(b[:16], s.idPrefix)
+	b[16] = '-'
+	n := strconv.AppendUint(b[17:17], s.idSeq.Add(1), 16)
+	return string(b[:17+len(n)])
+}
+
+// Check implements envoy.service.auth.v3.Authorization. It never returns an error: every failure is a
+// denial with its reason, so Envoy's failure_mode_allow never decides.
+func (s *Sidecar) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	start := time.Now()
+	id := s.decisionID()
+	d, input, failed := s.decide(ctx, req)
+	result := "deny"
+	if d.Allowed {
+		result = "allow"
+	} else if s.cfg.DryRun {
+		result = "dry_run"
+	}
+	var spoofed []string
+	if input != nil {
+		spoofed = input.Spoofed
+	}
+	var resp *authv3.CheckResponse
+	if result == "dry_run" {
+		allowed := d
+		allowed.Allowed = true
+		resp = envoyauth.CheckResponse(allowed, id, spoofed)
+	} else {
+		resp = envoyauth.CheckResponse(d, id, spoofed)
+	}
+	elapsed := time.Since(start)
+	switch {
+	case failed:
+		s.metrics.checkError.Observe(elapsed.Seconds())
+	case d.Allowed:
+		s.metrics.checkAllow.Observe(elapsed.Seconds())
+	default:
+		s.metrics.checkDeny.Observe(elapsed.Seconds())
+	}
+	s.metrics.decision(result, d.Reason)
+	if s.logs != nil {
+		e := decisionEntry{ID: id, Time: start, Path: PathEnvoyResponse, Revision: s.Revision(), Result: result,
+			Reason: d.Reason, Status: d.HTTPStatus, User: d.User, Org: d.Org, Key: d.Key, Route: d.Route,
+			Duration: elapsed}
+		if input != nil && input.Input != nil {
+			e.Input = input.Input
+		}
+		s.logs.log(e)
+	}
+	return resp, nil
+}
+
+// decide returns the decision, the translated request (nil when it could not be built) and whether the
+// denial is an internal failure (no bundle, evaluation error, deadline).
+func (s *Sidecar) decide(ctx context.Context, req *authv3.CheckRequest) (envoyauth.Decision, *envoyauth.Request, bool) {
+	r, err := envoyauth.NewRequest(req)
+	if err != nil {
+		return envoyauth.Deny(http.StatusForbidden, envoyauth.ReasonInvalidPath), r, false
+	}
+	if s.cfg.IdentityFromMetadata {
+		if id, ok := envoyauth.MetadataIdentity(req, s.cfg.MetadataNamespace, s.cfg.MetadataKey); ok {
+			r.WithIdentity(id)
+		}
+	} else {
+		tok, ok := identity.BearerToken(r.Authorization)
+		switch {
+		case ok:
+			claims, err := s.verifier.Verify(ctx, tok)
+			if err != nil {
+				s.metrics.jwtFailures.WithLabelValues(string(identity.ReasonOf(err))).Inc()
+				return envoyauth.Deny(http.StatusUnauthorized, envoyauth.ReasonInvalidToken), r, false
+			}
+			r.WithIdentity(envoyauth.Identity{User: claims.Subject, Token: claims.ID})
+		case r.Authorization != "":
+			s.metrics.jwtFailures.WithLabelValues(string(identity.ReasonMalformed)).Inc()
+			return envoyauth.Deny(http.StatusUnauthorized, envoyauth.ReasonInvalidToken), r, false
+		default:
+			s.metrics.jwtFailures.WithLabelValues(string(identity.ReasonMissing)).Inc()
+			// The policy answers unauthenticated requests (401 unless a route says otherwise).
+		}
+	}
+	q := s.engine.current.Load()
+	if q == nil {
+		return envoyauth.Deny(http.StatusForbidden, envoyauth.ReasonNoBundle), r, true
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.CheckTimeout)
+	defer cancel()
+	rs, err := s.pool.eval(ctx, &q.response, r.Input)
+	switch {
+	case errors.Is(err, context.DeadlineExceeded) || (err != nil && ctx.Err() != nil):
+		return envoyauth.Deny(http.StatusForbidden, envoyauth.ReasonDeadlineExceeded), r, true
+	case err != nil:
+		s.logger.Error("evaluating the Envoy decision", "error", err)
+		return envoyauth.Deny(http.StatusForbidden, envoyauth.ReasonEvaluationError), r, true
+	case len(rs) == 0 || len(rs[0].Expressions) == 0:
+		s.logger.Error("the Envoy decision is undefined", "revision", q.revision)
+		return envoyauth.Deny(http.StatusForbidden, envoyauth.ReasonEvaluationError), r, true
+	}
+	d, err := envoyauth.DecisionFromResult(rs[0].Expressions[0].Value)
+	if err != nil {
+		s.logger.Error("reading the Envoy decision", "error", err)
+		return envoyauth.Deny(http.StatusForbidden, envoyauth.ReasonEvaluationError), r, true
+	}
+	return d, r, false
+}
+
+// evalPath evaluates a data path with an input for the data API.
+func (s *Sidecar) evalPath(ctx context.Context, path string, input ast.Value) (any, bool, string, error) {
+	q := s.engine.current.Load()
+	if q == nil {
+		return nil, false, "", errNoBundle
+	}
+	pq, err := q.query(ctx, path)
+	if err != nil {
+		return nil, false, q.revision, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.DataTimeout)
+	defer cancel()
+	rs, err := s.pool.eval(ctx, pq, input)
+	if err != nil {
+		return nil, false, q.revision, err
+	}
+	if len(rs) == 0 || len(rs[0].Expressions) == 0 {
+		return nil, false, q.revision, nil
+	}
+	return rs[0].Expressions[0].Value, true, q.revision, nil
+}

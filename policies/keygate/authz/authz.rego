@@ -1,0 +1,439 @@
+# METADATA
+# title: keygate authorization
+# description: |
+#   May a subject (user or token) use a key in an organization, optionally on a resource?
+#   Reads only data.keygate.db (docs/data-layout.md); the semantics are docs/decisions.md.
+#
+#   Performance: every reference into data.keygate.db ends at a small value (a leaf, a role
+#   set, a list of keychains), never at an org, team or workspace object, whose member maps
+#   may hold a million users (OPA's default store converts what it reads to AST on each read).
+#   allow takes a lean path (_valid, then the cheapest grants first, with early exit); the
+#   error sets behind reasons and the grants list are only evaluated when asked for.
+package keygate.authz
+
+import data.keygate.db
+import data.keygate.reason
+
+# METADATA
+# title: Authorization decision
+# description: allow, reasons, the grants that allow it, and the resolved user, org and key id.
+# entrypoint: true
+decision := {
+	"allow": allow,
+	"reasons": reasons,
+	"grants": grants,
+	"user": _out_user,
+	"org": _out_org,
+	"key": _out_key,
+}
+
+# METADATA
+# title: Authorization allow
+# description: The bare boolean of the decision.
+# entrypoint: true
+default allow := false
+
+# Fast path: an unrestricted org-role grant (most requests). Same semantics as the general path.
+allow if {
+	user := _ok_user
+	key := db.key_ids[input.key]
+	db.rolesets[db.orgs[input.org].members[user]].keys[key] == 0
+	key != _delete_key
+	_resource_ok
+}
+
+# Fast path: a Provider Admin.
+allow if {
+	db.provider_admins[_ok_user]
+	_org_exists
+	_key_id
+	_resource_ok
+}
+
+# General path.
+allow if {
+	_valid
+	_granted
+}
+
+# METADATA
+# title: Reasons of the decision
+# description: Reason codes in canonical order; empty when allowed.
+# entrypoint: true
+reasons := [] if allow
+
+else := reason.ordered(_errors) if count(_errors) > 0
+
+else := [_denial]
+
+# METADATA
+# title: Grants
+# description: Every path that grants the key and applies; empty when denied.
+default grants := []
+
+grants := sort(_grant_set) if _valid
+
+# METADATA
+# title: Keys of the subject in the org
+# description: Sorted key ids the subject holds in input.org through org roles (all for a Provider Admin).
+# entrypoint: true
+keys := sort(object.keys(key_grants))
+
+# METADATA
+# title: Key grants of the subject in the org
+# description: "{key id: {owner_only: bool}} for the keys listed by keys."
+# entrypoint: true
+default key_grants := {}
+
+key_grants := {k: {"owner_only": false} | some k, _ in db.keys} if {
+	_org_exists
+	db.provider_admins[_ok_user]
+} else := object.union(
+	{k: {"owner_only": level == 1} | some k, level in _org_keys; k != _delete_key},
+	_owner_keys,
+) if {
+	_ok_user
+	_org_exists
+}
+
+# METADATA
+# title: Subject reasons
+# description: The reason codes about the subject alone (input user/token); used by the Envoy policy.
+subject_reasons := reason.ordered(_subject_errors)
+
+# ---------------------------------------------------------------------------
+# The lean path. _valid holds exactly when _errors is empty (tested).
+
+default _valid := false
+
+_valid if {
+	_ok_user
+	_org_exists
+	_key_id
+	_resource_ok
+}
+
+# ---------------------------------------------------------------------------
+# 1. Subject: a token resolves to its user; a user given beside a token must be that user.
+#    An empty string counts as absent.
+
+_token_given if input.token != ""
+
+_user_given if {
+	is_string(input.user)
+	input.user != ""
+}
+
+_token := db.tokens[input.token]
+
+_user := _token.user if _token_given
+
+else := input.user if _user_given
+
+# The subject's user when rule 1 passes: a user given without a token, or a live token (of
+# input.user, when given) whose user is not deleted. Undefined otherwise. One rule, no joins.
+_ok_user := input.user if {
+	not _token_given
+	_user_given
+	not db.deleted[input.user]
+} else := _token.user if {
+	not _token.revoked
+	_token.expires_ns == 0
+	not _token_user_mismatch
+	not db.deleted[_token.user]
+} else := _token.user if {
+	not _token.revoked
+	_token.expires_ns >= time.now_ns()
+	not _token_user_mismatch
+	not db.deleted[_token.user]
+}
+
+_unexpired if _token.expires_ns == 0
+
+_unexpired if _token.expires_ns >= time.now_ns()
+
+_token_user_mismatch if input.user != _token.user
+
+_subject_errors contains "missing_subject" if {
+	not _token_given
+	not _user_given
+}
+
+_subject_errors contains "unknown_token" if {
+	_token_given
+	not _token
+}
+
+_subject_errors contains "unknown_token" if _token_user_mismatch
+
+_subject_errors contains "token_revoked" if _token.revoked
+
+_subject_errors contains "token_expired" if {
+	_token
+	not _unexpired
+}
+
+_subject_errors contains "user_deleted" if db.deleted[_user]
+
+# ---------------------------------------------------------------------------
+# 2. Org and key.
+
+_org_exists if db.orgs[input.org].owner
+
+_key_id := db.key_ids[input.key]
+
+_errors contains code if some code in _subject_errors
+
+_org_given if input.org != ""
+
+_key_given if input.key != ""
+
+_errors contains "missing_org" if not _org_given
+
+_errors contains "unknown_org" if {
+	_org_given
+	not _org_exists
+}
+
+_errors contains "missing_key" if not _key_given
+
+_errors contains "unknown_key" if {
+	_key_given
+	not _key_id
+}
+
+default _delete_key := ""
+
+_delete_key := db.key_ids["Delete Organization"]
+
+_delete_org if _key_id == _delete_key
+
+# ---------------------------------------------------------------------------
+# 3. Resource (optional): {type, id}. A user resource has no org and is owned by itself.
+
+_res_given if input.resource != null
+
+_res := input.resource if {
+	input.resource.type in {"organization", "team", "workspace", "design", "user"}
+	is_string(input.resource.id)
+	input.resource.id != ""
+}
+
+_res_owner := db.designs[_res.id].owner if _res.type == "design"
+
+_res_owner := db.workspaces[_res.id].owner if _res.type == "workspace"
+
+_res_owner := db.teams[_res.id].owner if _res.type == "team"
+
+_res_owner := db.orgs[_res.id].owner if _res.type == "organization"
+
+_res_owner := _res.id if _res.type == "user"
+
+_res_org := db.designs[_res.id].org if _res.type == "design"
+
+_res_org := db.workspaces[_res.id].org if _res.type == "workspace"
+
+_res_org := db.teams[_res.id].org if _res.type == "team"
+
+_res_org := _res.id if {
+	_res.type == "organization"
+	db.orgs[_res.id].owner
+}
+
+_resource_ok if not _res_given
+
+_resource_ok if _res_org == input.org
+
+_resource_ok if _res.type == "user"
+
+_owns if _res_owner == _user
+
+_errors contains "invalid_resource" if {
+	_res_given
+	not _res
+}
+
+_errors contains "resource_not_found" if {
+	_res
+	not _res_owner
+}
+
+_errors contains "resource_not_in_org" if _res_org != input.org
+
+# ---------------------------------------------------------------------------
+# 4-10. Grant levels per source: 0 = unrestricted, 1 = owner-only, undefined = nothing.
+
+_org_level := db.rolesets[db.orgs[input.org].members[_user]].keys[_key_id]
+
+_team_level := db.rolesets[db.teams[_res.id].roles[_user]].keys[_key_id] if _res.type == "team"
+
+_ws_id := _res.id if _res.type == "workspace"
+
+_ws_id := db.designs[_res.id].workspace if _res.type == "design"
+
+_ws_level := db.rolesets[db.workspaces[_ws_id].roles[_user]].keys[_key_id]
+
+_collaborator if db.workspaces[_ws_id].members[_user]
+
+_collaborator if {
+	some team, _ in db.workspaces[_ws_id].teams
+	db.teams[team].members[_user]
+}
+
+_collab_level := db.collaborator_keys[_key_id] if _collaborator
+
+_public_design if {
+	_res.type == "design"
+	db.designs[_res.id].visibility in {"public", "published"}
+	db.keys[_key_id].function == "read"
+}
+
+_owner_deletes_org if {
+	_delete_org
+	_user == db.orgs[input.org].owner
+}
+
+# The grants allow's general path checks; its fast paths already cover Provider Admins and
+# unrestricted org roles. Early exit: the first body that succeeds decides, cheap paths first.
+_granted if _owner_deletes_org
+
+_granted if {
+	not _delete_org
+	_org_level == 1
+	_owns
+}
+
+_granted if {
+	not _delete_org
+	_team_level == 0
+}
+
+_granted if {
+	not _delete_org
+	_ws_level == 0
+}
+
+_granted if {
+	not _delete_org
+	_public_design
+}
+
+_granted if {
+	not _delete_org
+	_collab_level == 0
+}
+
+_granted if {
+	not _delete_org
+	_owner_only_level
+	_owns
+}
+
+_owner_only_level if _org_level == 1
+
+_owner_only_level if _team_level == 1
+
+_owner_only_level if _ws_level == 1
+
+_owner_only_level if _collab_level == 1
+
+# 8, 7, 11: why no grant applied.
+_denial := "owner_required" if _delete_org
+
+else := "owner_only" if _owner_only_level
+
+else := "no_grant"
+
+# ---------------------------------------------------------------------------
+# Grants: the explanation, built only for decision. A grant is listed when it applies.
+
+_applies(0)
+
+_applies(1) if _owns
+
+_key_ref := {"id": _key_id, "name": db.keys[_key_id].name}
+
+_grant_set contains g if {
+	db.provider_admins[_user]
+	some g in _role_grants(db.system_roles["Provider Admin"], 0, {"scope": "provider"})
+}
+
+_grant_set contains {"via": "owner", "key": _key_ref, "owner_only": false} if _owner_deletes_org
+
+_grant_set contains g if {
+	not _delete_org
+	some g in _roleset_grants(db.orgs[input.org].members[_user], {"scope": "organization"})
+}
+
+_grant_set contains g if {
+	not _delete_org
+	_res.type == "team"
+	some g in _roleset_grants(db.teams[_res.id].roles[_user], {"scope": "team", "team": _res.id})
+}
+
+_grant_set contains g if {
+	not _delete_org
+	some g in _roleset_grants(db.workspaces[_ws_id].roles[_user], {"scope": "workspace", "workspace": _ws_id})
+}
+
+_grant_set contains {"via": "collaborator", "workspace": _ws_id, "key": _key_ref, "owner_only": _collab_level == 1} if {
+	not _delete_org
+	_applies(_collab_level)
+}
+
+_grant_set contains {"via": "public_design", "design": _res.id, "key": _key_ref, "owner_only": false} if {
+	not _delete_org
+	_public_design
+}
+
+# The grants of the roles of a role set that hold the key and apply.
+_roleset_grants(rs, extra) := {g |
+	some role, _ in db.rolesets[rs].roles
+	level := db.roles[role].keys[_key_id]
+	_applies(level)
+	some g in _role_grants(role, level, extra)
+}
+
+# One grant per keychain of the role holding the key (a Provider Admin may hold keys outside them).
+_role_grants(role, level, extra) := {object.union(extra, {
+	"via": "role",
+	"role": {"id": role, "name": db.roles[role].name},
+	"keychain": keychain,
+	"key": _key_ref,
+	"owner_only": level == 1,
+}) |
+	some keychain in _keychains(role)
+}
+
+_keychains(role) := kcs if {
+	kcs := [{"id": kc, "name": db.keychains[kc].name} |
+		some kc in db.roles[role].keychains
+		db.keychains[kc].keys[_key_id]
+	]
+	count(kcs) > 0
+} else := [{"id": "", "name": ""}]
+
+# ---------------------------------------------------------------------------
+# keys / key_grants: the owner holds Delete Organization without a role; nobody else does.
+
+_org_keys := db.rolesets[db.orgs[input.org].members[_user]].keys
+
+_org_keys := {} if not db.orgs[input.org].members[_user]
+
+_owner_keys := {_delete_key: {"owner_only": false}} if _user == db.orgs[input.org].owner
+
+else := {}
+
+# ---------------------------------------------------------------------------
+
+default _out_user := ""
+
+_out_user := _user
+
+default _out_org := ""
+
+_out_org := input.org if is_string(input.org)
+
+default _out_key := ""
+
+_out_key := _key_id

@@ -1,0 +1,270 @@
+package keygate.envoy_test
+
+import data.keygate.envoy
+import data.keygate.fixture
+
+# 2033-05-18: after tok-ursula-expired, before tok-ursula-future.
+now := 2000000000000000000
+
+# req builds an opa-envoy-plugin input; extra is merged over it (identity, headers, metadata).
+req(service, method, path, extra) := object.union(
+	{
+		"attributes": {
+			"request": {"http": {"method": method, "path": path, "headers": {}}},
+			"context_extensions": {"service": service},
+		},
+		"parsed_path": split(trim_prefix(path, "/"), "/"),
+		"parsed_query": {},
+	},
+	extra,
+)
+
+who(user) := {"identity": {"user": user}}
+
+as_token(user, token) := {"identity": {"user": user, "token": token}}
+
+org_header(user, org) := object.union(who(user), {"attributes": {"request": {"http": {"headers": {"x-current-orgid": org}}}}})
+
+jwt(payload) := {"attributes": {"metadata_context": {"filter_metadata": {"envoy.filters.http.jwt_authn": {"jwt_payload": payload}}}}}
+
+# Optional expectations: a case checks a field only when it names it.
+expect(tc, field, _) if not field in object.keys(tc)
+
+expect(tc, field, actual) if tc[field] == actual
+
+cases := [
+	# Identity
+	{
+		"note": "no identity is unauthenticated",
+		"input": req("identity", "GET", "/api/identity/orgs/org-a/teams", {}),
+		"allowed": false, "http_status": 401, "reason": "unauthenticated", "user": "",
+	},
+	{
+		"note": "identity without a user is unauthenticated",
+		"input": req("identity", "GET", "/api/identity/orgs/org-a/teams", {"identity": {"token": "tok-ursula"}}),
+		"allowed": false, "http_status": 401, "reason": "unauthenticated",
+	},
+	{
+		"note": "verified identity is allowed and forwarded upstream",
+		"input": req("identity", "GET", "/api/identity/orgs/org-a/teams", who("ursula")),
+		"allowed": true, "http_status": 200, "reason": "", "reasons": [],
+		"user": "ursula", "org": "org-a", "key": "k-view-teams", "key_name": "View All Teams",
+		"route": "/api/identity/orgs/{org}/teams",
+		"headers": {"x-keygate-user": "ursula", "x-keygate-org": "org-a"},
+	},
+	{
+		"note": "verified identity with a live token allowed",
+		"input": req("identity", "GET", "/api/identity/orgs/org-a/teams", as_token("ursula", "tok-ursula")),
+		"allowed": true, "http_status": 200,
+	},
+	{
+		"note": "jwt_authn payload is the fallback identity",
+		"input": req("identity", "GET", "/api/identity/orgs/org-a/teams", jwt({"sub": "ursula", "jti": "tok-ursula"})),
+		"allowed": true, "http_status": 200, "user": "ursula",
+	},
+	{
+		"note": "jwt_authn payload without jti checks the user only",
+		"input": req("identity", "GET", "/api/identity/orgs/org-a/teams", jwt({"sub": "ursula"})),
+		"allowed": true, "http_status": 200,
+	},
+	{
+		"note": "jwt_authn payload with a revoked jti is 401",
+		"input": req("identity", "GET", "/api/identity/orgs/org-a/teams", jwt({"sub": "ursula", "jti": "tok-ursula-revoked"})),
+		"allowed": false, "http_status": 401, "reason": "token_revoked",
+	},
+	{
+		"note": "jwt_authn payload without sub is unauthenticated",
+		"input": req("identity", "GET", "/api/identity/orgs/org-a/teams", jwt({"iss": "somebody"})),
+		"allowed": false, "http_status": 401, "reason": "unauthenticated",
+	},
+	{
+		"note": "revoked token denied with 401",
+		"input": req("identity", "GET", "/api/identity/orgs/org-a/teams", as_token("ursula", "tok-ursula-revoked")),
+		"allowed": false, "http_status": 401, "reason": "token_revoked",
+	},
+	{
+		"note": "expired token denied with 401",
+		"input": req("identity", "GET", "/api/identity/orgs/org-a/teams", as_token("ursula", "tok-ursula-expired")),
+		"allowed": false, "http_status": 401, "reason": "token_expired",
+	},
+	{
+		"note": "unknown token denied with 401",
+		"input": req("identity", "GET", "/api/identity/orgs/org-a/teams", as_token("ursula", "tok-nope")),
+		"allowed": false, "http_status": 401, "reason": "unknown_token",
+	},
+	{
+		"note": "token of deleted user denied with 401",
+		"input": req("identity", "GET", "/api/identity/orgs/org-a/teams", as_token("dan", "tok-dan")),
+		"allowed": false, "http_status": 401, "reason": "user_deleted",
+	},
+	{
+		"note": "identity failure is 401 even on an unknown route",
+		"input": req("identity", "GET", "/api/nowhere", as_token("ursula", "tok-ursula-revoked")),
+		"allowed": false, "http_status": 401, "reason": "token_revoked",
+	},
+	# Path and route
+	{
+		"note": "dot-dot segment is an invalid path",
+		"input": req("identity", "GET", "/api/identity/orgs/../teams", who("ursula")),
+		"allowed": false, "http_status": 403, "reason": "invalid_path",
+	},
+	{
+		"note": "empty segment is an invalid path",
+		"input": req("identity", "GET", "/api/identity//orgs/org-a/teams", who("ursula")),
+		"allowed": false, "http_status": 403, "reason": "invalid_path",
+	},
+	{
+		"note": "dot segment is an invalid path",
+		"input": req("designs", "GET", "/api/./designs", who("ursula")),
+		"allowed": false, "http_status": 403, "reason": "invalid_path",
+	},
+	{
+		"note": "unknown route denied",
+		"input": req("identity", "GET", "/api/nowhere", who("ursula")),
+		"allowed": false, "http_status": 403, "reason": "route_not_found", "route": "", "key": "",
+		"body": {"allowed": false, "reason": "route_not_found", "missing_key": "", "key_id": "", "route": ""},
+	},
+	{
+		"note": "unknown service denied",
+		"input": req("billing", "GET", "/api/identity/orgs/org-a/teams", who("ursula")),
+		"allowed": false, "http_status": 403, "reason": "route_not_found",
+	},
+	{
+		"note": "method not in the route table denied",
+		"input": req("identity", "PATCH", "/api/identity/orgs/org-a/teams", who("ursula")),
+		"allowed": false, "http_status": 403, "reason": "route_not_found",
+	},
+	{
+		"note": "literal segments win over parameters",
+		"input": req("identity", "GET", "/api/identity/orgs/org-a/teams/mine", who("ursula")),
+		"allowed": true, "route": "/api/identity/orgs/{org}/teams/mine",
+	},
+	{
+		"note": "parameter segment binds the resource",
+		"input": req("identity", "GET", "/api/identity/orgs/org-a/teams/t-a1", who("ursula")),
+		"allowed": true, "route": "/api/identity/orgs/{org}/teams/{team}",
+	},
+	{
+		"note": "resource named by the path that does not exist is 403",
+		"input": req("identity", "GET", "/api/identity/orgs/org-a/teams/t-nope", who("ursula")),
+		"allowed": false, "http_status": 403, "reason": "resource_not_found",
+	},
+	{
+		"note": "path without parsed_path is split from the request path",
+		"input": json.patch(req("identity", "GET", "/api/identity/orgs/org-a/teams?x=1", who("ursula")), [{"op": "remove", "path": "/parsed_path"}]),
+		"allowed": true, "route": "/api/identity/orgs/{org}/teams",
+	},
+	# Org
+	{
+		"note": "org from the x-current-orgid header",
+		"input": req("designs", "GET", "/api/designs", org_header("ursula", "org-a")),
+		"allowed": true, "org": "org-a", "route": "/api/designs",
+	},
+	{
+		"note": "org from the layer5-current-orgid header",
+		"input": req("designs", "GET", "/api/designs", object.union(who("ursula"), {"attributes": {"request": {"http": {"headers": {"layer5-current-orgid": "org-a"}}}}})),
+		"allowed": true, "org": "org-a",
+	},
+	{
+		"note": "missing org header denied",
+		"input": req("designs", "GET", "/api/designs", who("ursula")),
+		"allowed": false, "http_status": 403, "reason": "missing_org",
+	},
+	{
+		"note": "unknown org denied",
+		"input": req("designs", "GET", "/api/designs", org_header("ursula", "org-z")),
+		"allowed": false, "http_status": 403, "reason": "unknown_org",
+	},
+	{
+		"note": "role in org A grants nothing in org B through Envoy",
+		"input": req("identity", "PUT", "/api/identity/users/bob", org_header("bob", "org-b")),
+		"allowed": false, "http_status": 403, "reason": "no_grant",
+	},
+	# Decisions
+	{
+		"note": "denied body names the reason and the missing key",
+		"input": req("designs", "GET", "/api/designs/d-a2-private", org_header("mallory", "org-a")),
+		"allowed": false, "http_status": 403, "reason": "no_grant", "user": "mallory", "org": "org-a",
+		"body": {"allowed": false, "reason": "no_grant", "missing_key": "View Design", "key_id": "k-view-design", "route": "/api/designs/{design}"},
+	},
+	{
+		"note": "cross-org workspace member may view design through Envoy",
+		"input": req("designs", "GET", "/api/designs/d-a1-private", org_header("xavier", "org-a")),
+		"allowed": true, "http_status": 200,
+	},
+	{
+		"note": "owner-only key only on own design through Envoy",
+		"input": req("designs", "DELETE", "/api/designs/d-a1-public", org_header("ursula", "org-a")),
+		"allowed": false, "http_status": 403, "reason": "owner_only",
+		"body": {"allowed": false, "reason": "owner_only", "missing_key": "Delete Design", "key_id": "k-delete-design", "route": "/api/designs/{design}"},
+	},
+	{
+		"note": "owner may delete own design through Envoy",
+		"input": req("designs", "DELETE", "/api/designs/d-a1-private", org_header("ursula", "org-a")),
+		"allowed": true, "http_status": 200,
+	},
+	{
+		"note": "org admin cannot delete org they do not own through Envoy",
+		"input": req("identity", "DELETE", "/api/identity/orgs/org-a", who("bob")),
+		"allowed": false, "http_status": 403, "reason": "owner_required",
+	},
+	{
+		"note": "org owner may delete their org through Envoy",
+		"input": req("identity", "DELETE", "/api/identity/orgs/org-a", who("alice")),
+		"allowed": true, "http_status": 200,
+	},
+	{
+		"note": "user may view own settings through Envoy",
+		"input": req("identity", "PUT", "/api/identity/users/ursula", org_header("ursula", "org-a")),
+		"allowed": true, "http_status": 200,
+	},
+	{
+		"note": "workspace admin may edit their workspace through Envoy",
+		"input": req("designs", "PUT", "/api/workspaces/w-a1", org_header("wendy", "org-a")),
+		"allowed": true, "http_status": 200,
+	},
+	{
+		"note": "provider admin allowed through Envoy in any org",
+		"input": req("identity", "DELETE", "/api/identity/orgs/org-b", as_token("victor", "tok-victor")),
+		"allowed": true, "http_status": 200,
+	},
+]
+
+test_response[tc.note] if {
+	some tc in cases
+	r := envoy.response with input as tc.input with data.keygate.db as fixture.db with time.now_ns as now
+	r.allowed == tc.allowed
+	expect(tc, "http_status", r.http_status)
+	expect(tc, "reason", r.reason)
+	expect(tc, "reasons", r.reasons)
+	expect(tc, "user", r.user)
+	expect(tc, "org", r.org)
+	expect(tc, "key", r.key)
+	expect(tc, "key_name", r.key_name)
+	expect(tc, "route", r.route)
+	expect(tc, "headers", object.get(r, "headers", null))
+	expect(tc, "body", json.unmarshal(object.get(r, "body", "null")))
+}
+
+# Allowed: headers, no body, 200, no reasons. Denied: a body, no headers, a reason, 401 or 403.
+test_response_shape[tc.note] if {
+	some tc in cases
+	r := envoy.response with input as tc.input with data.keygate.db as fixture.db with time.now_ns as now
+	_shape(r)
+}
+
+_shape(r) if {
+	r.allowed
+	r.http_status == 200
+	r.reasons == []
+	r.headers
+	not r.body
+}
+
+_shape(r) if {
+	not r.allowed
+	r.http_status in {401, 403}
+	r.reason == r.reasons[0]
+	json.unmarshal(r.body).reason == r.reason
+	not r.headers
+}
