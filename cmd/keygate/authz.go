@@ -82,7 +82,7 @@ answers Envoy's ext_authz Check from data.keygate.envoy.response. Flags override
 	f.StringSliceVar(&audiences, "audience", nil, "accepted aud claim (repeatable)")
 	f.DurationVar(&fl.Identity.ClockSkew, "clock-skew", 30*time.Second, "leeway on exp and nbf")
 	f.BoolVar(&fl.IdentityFromMetadata, "identity-from-metadata", false, "take the subject from Envoy jwt_authn's payload_in_metadata instead of verifying the bearer token")
-	f.StringVar(&fl.MetadataKey, "metadata-key", "jwt_payload", "jwt_authn payload_in_metadata name")
+	f.StringVar(&fl.MetadataKey, "metadata-key", "verified_jwt", "jwt_authn payload_in_metadata name")
 	f.BoolVar(&fl.DryRun, "dry-run", false, "allow everything; log and count (result=dry_run) what would be denied")
 	f.DurationVar(&fl.CheckTimeout, "check-timeout", 100*time.Millisecond, "deadline of one Check's evaluation")
 	f.IntVar(&fl.Workers, "workers", 0, "evaluation goroutines (0 = GOMAXPROCS)")

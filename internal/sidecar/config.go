@@ -29,7 +29,7 @@ type Config struct {
 	IdentityFromMetadata bool `yaml:"identity_from_metadata"`
 	// MetadataNamespace is the filter metadata namespace. Default "envoy.filters.http.jwt_authn".
 	MetadataNamespace string `yaml:"metadata_namespace"`
-	// MetadataKey is jwt_authn's payload_in_metadata name. Default "jwt_payload".
+	// MetadataKey is jwt_authn's payload_in_metadata name. Default "verified_jwt" (as in envoy/sidecar.yaml).
 	MetadataKey string `yaml:"metadata_key"`
 
 	// DryRun allows every request but logs and counts (result="dry_run") those the policy denies.
@@ -93,7 +93,7 @@ func (c *Config) SetDefaults() {
 		c.MetadataNamespace = "envoy.filters.http.jwt_authn"
 	}
 	if c.MetadataKey == "" {
-		c.MetadataKey = "jwt_payload"
+		c.MetadataKey = "verified_jwt"
 	}
 	if c.CheckTimeout == 0 {
 		c.CheckTimeout = 100 * time.Millisecond

@@ -78,7 +78,13 @@ _invalid_path if {
 	segment in {"", ".", ".."}
 }
 
-_candidates := db.routes[input.attributes.context_extensions.service][upper(_http.method)][format_int(count(_segments), 10)]
+# Bind every key first: the whole reference must be ground before it reads the route table.
+_candidates := routes if {
+	service := input.attributes.context_extensions.service
+	method := upper(_http.method)
+	length := format_int(count(_segments), 10)
+	routes := db.routes[service][method][length]
+}
 
 # The matching candidate with the most literal segments; ties go to the first in the table.
 _route := _candidates[min({[0 - literals, i] |

@@ -1,0 +1,374 @@
+package bundleserver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/keygate/keygate/internal/catalog"
+	"github.com/keygate/keygate/internal/compiler"
+)
+
+// Content types of bundle responses. OPA's downloader keeps long polling only while the server answers with
+// longPollContentType.
+const (
+	gzipContentType     = "application/gzip"
+	longPollContentType = "application/vnd.openpolicyagent.bundles"
+)
+
+// Server builds and serves the bundle. New configures it; Run serves it.
+type Server struct {
+	cfg     Config
+	logger  *slog.Logger
+	metrics *metrics
+	lis     net.Listener
+	http    *http.Server
+
+	state    atomic.Pointer[state] // the served bundle and the channel closed when it is replaced
+	trigger  chan struct{}         // buffered(1): coalesces triggers
+	stopping chan struct{}         // closed when Run starts shutting down: long polls answer at once
+	buildMu  sync.Mutex            // one build at a time
+
+	mu         sync.Mutex
+	building   bool
+	dirtySince time.Time // first change not yet in the served bundle (zero: up to date)
+	nextDirty  time.Time // first change notified while the current build runs
+	lastErr    error     // the last build's error (nil after a success)
+}
+
+// state is an immutable view: the served bundle (nil before the first build) and a channel closed when a
+// new revision replaces it.
+type state struct {
+	bundle *served
+	next   chan struct{}
+}
+
+type served struct {
+	data     []byte
+	revision string
+	etag     string // `"<revision>"`
+}
+
+// New validates cfg and opens the listener (so Addr is known before Run). Nothing is built or served until
+// Run.
+func New(cfg Config, logger *slog.Logger) (*Server, error) {
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("bundle server config: %w", err)
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{cfg: cfg, logger: logger, trigger: make(chan struct{}, 1), stopping: make(chan struct{})}
+	s.metrics = newMetrics(s.staleness)
+	s.state.Store(&state{next: make(chan struct{})})
+	lis, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("addr: %w", err)
+	}
+	s.lis = lis
+	s.http = &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	return s, nil
+}
+
+// Addr is the listener's address (useful with port 0).
+func (s *Server) Addr() net.Addr { return s.lis.Addr() }
+
+// URL is the bundle's URL on this server.
+func (s *Server) URL() string { return "http://" + s.Addr().String() + BundlePath }
+
+// Revision is the served bundle's revision, "" before the first successful build.
+func (s *Server) Revision() string {
+	if b := s.state.Load().bundle; b != nil {
+		return b.revision
+	}
+	return ""
+}
+
+// Ready reports whether a bundle is served.
+func (s *Server) Ready() bool { return s.state.Load().bundle != nil }
+
+// LastError is the last build's error, nil after a successful build.
+func (s *Server) LastError() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastErr
+}
+
+// Trigger asks for a rebuild (the data may have changed). It never blocks: triggers arriving while a build
+// waits or runs cause one more build.
+func (s *Server) Trigger() {
+	now := time.Now()
+	s.mu.Lock()
+	if s.dirtySince.IsZero() {
+		s.dirtySince = now
+	}
+	if s.building && s.nextDirty.IsZero() {
+		s.nextDirty = now
+	}
+	s.mu.Unlock()
+	select {
+	case s.trigger <- struct{}{}:
+	default:
+	}
+}
+
+// Changed returns a channel closed when a new revision replaces the one served now.
+func (s *Server) Changed() <-chan struct{} { return s.state.Load().next }
+
+func (s *Server) staleness() float64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.dirtySince.IsZero() {
+		return 0
+	}
+	return time.Since(s.dirtySince).Seconds()
+}
+
+// Run builds the first bundle, serves HTTP and rebuilds on Trigger until ctx ends, then shuts down: long
+// polls are answered, the HTTP server is shut down gracefully (closed after ShutdownTimeout) and the build
+// loop stops. It returns nil after a shutdown caused by ctx.
+func (s *Server) Run(ctx context.Context) error {
+	loopCtx, stopLoop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { s.buildLoop(loopCtx) })
+
+	errc := make(chan error, 1)
+	go func() {
+		if err := s.http.Serve(s.lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("bundle server: %w", err)
+		}
+	}()
+	s.logger.Info("bundle server listening", "addr", s.Addr().String(), "path", BundlePath,
+		"signed", len(s.cfg.Build.SigningKey) > 0)
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	s.logger.Info("bundle server stopping")
+	close(s.stopping)
+	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
+	defer cancel()
+	if serr := s.http.Shutdown(shutCtx); serr != nil {
+		_ = s.http.Close()
+	}
+	stopLoop()
+	wg.Wait()
+	return err
+}
+
+// buildLoop builds at once, then on every trigger, retrying a failed build after RetryInterval.
+func (s *Server) buildLoop(ctx context.Context) {
+	var retry <-chan time.Time
+	for {
+		ok := s.Build(ctx) == nil
+		retry = nil
+		if !ok && s.cfg.RetryInterval > 0 && ctx.Err() == nil {
+			retry = time.After(s.cfg.RetryInterval)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.trigger:
+		case <-retry:
+		}
+	}
+}
+
+// Build builds the bundle now (waiting for a running build first) and activates it when its revision is new.
+// On failure the previous bundle stays served and the error is recorded (LastError, metrics, log).
+func (s *Server) Build(ctx context.Context) error {
+	s.buildMu.Lock()
+	defer s.buildMu.Unlock()
+	s.mu.Lock()
+	s.building = true
+	s.nextDirty = time.Time{}
+	s.mu.Unlock()
+
+	start := time.Now()
+	rev, changed, err := s.build(ctx)
+	took := time.Since(start)
+	s.metrics.buildDone(err == nil, took)
+
+	s.mu.Lock()
+	s.building = false
+	s.lastErr = err
+	if err == nil {
+		s.dirtySince = s.nextDirty
+	}
+	s.nextDirty = time.Time{}
+	s.mu.Unlock()
+
+	if err != nil {
+		s.logger.Error("bundle build failed; serving the last good bundle", "error", err,
+			"revision", s.Revision(), "duration", took)
+		return err
+	}
+	s.metrics.lastSuccess.Set(float64(time.Now().UnixNano()) / 1e9)
+	if changed {
+		s.logger.Info("bundle activated", "revision", rev, "duration", took)
+	} else {
+		s.logger.Debug("bundle unchanged", "revision", rev, "duration", took)
+	}
+	return nil
+}
+
+func (s *Server) build(ctx context.Context) (rev string, changed bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.BuildTimeout)
+	defer cancel()
+	snap, err := s.cfg.Source(ctx)
+	if err != nil {
+		s.metrics.sourceUp.Set(0)
+		return "", false, fmt.Errorf("reading the source: %w", err)
+	}
+	s.metrics.sourceUp.Set(1)
+	m, err := catalog.Resolve(snap)
+	if err != nil {
+		return "", false, fmt.Errorf("validating the data: %w", err)
+	}
+	b, err := compiler.Build(m, s.cfg.Build)
+	if err != nil {
+		return "", false, fmt.Errorf("compiling: %w", err)
+	}
+	s.metrics.served(len(b.Data), m)
+	old := s.state.Load()
+	if old.bundle != nil && old.bundle.revision == b.Revision {
+		return b.Revision, false, nil
+	}
+	s.state.Store(&state{
+		bundle: &served{data: b.Data, revision: b.Revision, etag: `"` + b.Revision + `"`},
+		next:   make(chan struct{}),
+	})
+	close(old.next)
+	return b.Revision, true, nil
+}
+
+// Handler is the server's HTTP handler: the bundle, /health and /metrics.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+BundlePath, s.handleBundle) // GET patterns match HEAD too
+	mux.HandleFunc("/bundles/", func(w http.ResponseWriter, r *http.Request) {
+		s.metrics.request(http.StatusNotFound)
+		http.NotFound(w, r)
+	})
+	mux.HandleFunc("GET /health", s.handleHealth)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	return mux
+}
+
+var waitPref = regexp.MustCompile(`(?:^|[\s;,])wait=(\d+)`)
+
+// preferWait returns the long-polling wait asked for with "Prefer: ...;wait=N" (OPA sends
+// "modes=snapshot,delta;wait=N"), and whether there was one.
+func preferWait(r *http.Request) (time.Duration, bool) {
+	for _, v := range r.Header.Values("Prefer") {
+		if m := waitPref.FindStringSubmatch(v); m != nil {
+			n, err := strconv.ParseInt(m[1], 10, 32)
+			if err != nil {
+				return 0, false
+			}
+			return time.Duration(n) * time.Second, true
+		}
+	}
+	return 0, false
+}
+
+// matches reports whether an If-None-Match header names the bundle (its quoted revision, the bare
+// revision, a weak form of either, or *). OPA may list several etags separated by commas.
+func matches(inm string, b *served) bool {
+	if inm == "" || b == nil {
+		return false
+	}
+	for _, t := range strings.Split(inm, ",") {
+		t = strings.TrimPrefix(strings.TrimSpace(t), "W/")
+		if t == "*" || t == b.etag || t == b.revision {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) handleBundle(w http.ResponseWriter, r *http.Request) {
+	wait, longPoll := preferWait(r)
+	wait = min(wait, s.cfg.MaxWait)
+	inm := r.Header.Get("If-None-Match")
+	st := s.state.Load()
+	if longPoll && wait > 0 && (st.bundle == nil || matches(inm, st.bundle)) {
+		t := time.NewTimer(wait)
+		select {
+		case <-st.next:
+		case <-t.C:
+		case <-r.Context().Done():
+		case <-s.stopping:
+		}
+		t.Stop()
+		st = s.state.Load()
+	}
+	b := st.bundle
+	h := w.Header()
+	h.Set("Cache-Control", "no-cache")
+	if longPoll {
+		h.Set("Content-Type", longPollContentType)
+	}
+	if b == nil {
+		s.metrics.request(http.StatusServiceUnavailable)
+		h.Set("Content-Type", "application/json")
+		h.Set("Retry-After", "1")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_ = json.NewEncoder(w).Encode(map[string]string{"error": s.notReadyReason()})
+		return
+	}
+	h.Set("ETag", b.etag)
+	if matches(inm, b) {
+		s.metrics.request(http.StatusNotModified)
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	if !longPoll {
+		h.Set("Content-Type", gzipContentType)
+	}
+	h.Set("Content-Length", strconv.Itoa(len(b.data)))
+	s.metrics.request(http.StatusOK)
+	w.WriteHeader(http.StatusOK)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(b.data)
+	}
+}
+
+func (s *Server) notReadyReason() string {
+	if err := s.LastError(); err != nil {
+		return "no bundle built yet: " + err.Error()
+	}
+	return "no bundle built yet"
+}
+
+// handleHealth: 200 with the revision once a bundle is served (with the last build error, if the last
+// build failed), 503 with the reason before.
+func (s *Server) handleHealth(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	b := s.state.Load().bundle
+	if b == nil {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_ = json.NewEncoder(w).Encode(map[string]string{"error": s.notReadyReason()})
+		return
+	}
+	body := map[string]string{"revision": b.revision}
+	if err := s.LastError(); err != nil {
+		body["last_build_error"] = err.Error()
+	}
+	_ = json.NewEncoder(w).Encode(body)
+}
