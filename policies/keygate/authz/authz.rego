@@ -152,7 +152,10 @@ _unexpired if _token.expires_ns == 0
 
 _unexpired if _token.expires_ns >= time.now_ns()
 
-_token_user_mismatch if input.user != _token.user
+_token_user_mismatch if {
+	_user_given
+	input.user != _token.user
+}
 
 _subject_errors contains "missing_subject" if {
 	not _token_given

@@ -23,7 +23,7 @@ response := object.union(
 		"reason": _reason,
 		"reasons": _reasons,
 		"key": _key,
-		"key_name": object.get(db.keys, [_key, "name"], ""),
+		"key_name": _key_name,
 		"user": _user,
 		"org": _org_out,
 		"route": _pattern,
@@ -42,27 +42,22 @@ allowed := count(_reasons) == 0
 
 _jwt := input.attributes.metadata_context.filter_metadata["envoy.filters.http.jwt_authn"]
 
-_claims := {"user": object.get(input.identity, "user", ""), "token": object.get(input.identity, "token", "")} if {
-	is_object(input.identity)
-} else := {"user": object.get(payload, "sub", ""), "token": object.get(payload, "jti", "")} if {
+_identity := input.identity if is_object(input.identity)
+
+else := {"user": object.get(payload, "sub", ""), "token": object.get(payload, "jti", "")} if {
 	payload := _jwt[min({k | some k, p in _jwt; is_object(p)})]
 }
 
 default _user := ""
 
-_user := _claims.user if is_string(_claims.user)
+_user := _identity.user if is_string(_identity.user)
 
-_subject := {"user": _user} if {
-	_user != ""
-	not _token
-}
+# "" = no token (data.keygate.authz treats an empty token as absent).
+default _token := ""
+
+_token := _identity.token if is_string(_identity.token)
 
 _subject := {"user": _user, "token": _token} if _user != ""
-
-_token := _claims.token if {
-	is_string(_claims.token)
-	_claims.token != ""
-}
 
 # ---------------------------------------------------------------------------
 # Path and route.
@@ -87,31 +82,28 @@ _candidates := routes if {
 }
 
 # The matching candidate with the most literal segments; ties go to the first in the table.
-_route := _candidates[min({[0 - literals, i] |
-	some i, candidate in _candidates
-	_matches(candidate.segments)
-	literals := count([s | some s in candidate.segments; not _is_param(s)])
+_matching := [i | some i, candidate in _candidates; _matches(candidate.segments)]
+
+_route := _candidates[_matching[0]] if count(_matching) == 1
+
+else := _candidates[min({[0 - literals, i] |
+	some i in _matching
+	literals := count([s | some s in _candidates[i].segments; not _is_param(s)])
 })[1]]
 
+# Every literal segment equals the path's; parameters match any segment (and no segment of a
+# valid path is empty).
 _matches(pattern) if {
-	every i, s in pattern {
-		_segment_matches(s, _segments[i])
-	}
+	not _invalid_path
+	count([s | some i, s in pattern; s != _segments[i]; not _is_param(s)]) == 0
 }
-
-_segment_matches(s, value) if {
-	_is_param(s)
-	value != ""
-}
-
-_segment_matches(s, s) if not _is_param(s)
 
 _is_param(s) if {
 	startswith(s, "{")
 	endswith(s, "}")
 }
 
-_params[substring(s, 1, minus(count(s), 2))] := _segments[i] if {
+_params[trim(s, "{}")] := _segments[i] if {
 	some i, s in _route.segments
 	_is_param(s)
 }
@@ -140,12 +132,16 @@ default _org_out := ""
 
 _org_out := _org
 
-_query := object.union(_subject, {"org": _org, "key": _route.key, "resource": {
-	"type": _route.resource_type,
-	"id": object.get(_params, _route.resource_param, ""),
-}}) if _route.resource_type != ""
+_query := {"user": _user, "token": _token, "org": _org, "key": _route.key, "resource": _resource}
 
-else := object.union(_subject, {"org": _org, "key": _route.key})
+# null = no resource (data.keygate.authz treats a null resource as absent).
+_resource := {"type": _route.resource_type, "id": object.get(_params, _route.resource_param, "")} if {
+	_route.resource_type != ""
+} else := null
+
+default _key_name := ""
+
+_key_name := db.keys[_key].name
 
 # ---------------------------------------------------------------------------
 # Reasons: authentication, the subject alone, then the request, then the authz decision

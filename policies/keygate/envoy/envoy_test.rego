@@ -154,6 +154,11 @@ cases := [
 		"input": json.patch(req("identity", "GET", "/api/identity/orgs/org-a/teams?x=1", who("ursula")), [{"op": "remove", "path": "/parsed_path"}]),
 		"allowed": true, "route": "/api/identity/orgs/{org}/teams",
 	},
+	{
+		"note": "route whose resource parameter is not in its pattern is an invalid resource",
+		"input": req("designs", "GET", "/api/broken", org_header("ursula", "org-a")),
+		"allowed": false, "http_status": 403, "reason": "invalid_resource",
+	},
 	# Org
 	{
 		"note": "org from the x-current-orgid header",
