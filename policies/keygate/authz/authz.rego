@@ -33,13 +33,77 @@ decision := {
 # entrypoint: true
 default allow := false
 
-# Fast path: an unrestricted org-role grant (most requests). Same semantics as the general path.
+# Fast paths: an unrestricted org-role grant (most requests), written out in one body each so the hot
+# path is a handful of lookups. Same semantics as the general path (tested: allow == decision.allow).
 allow if {
-	user := _ok_user
+	not input.token
+	not input.resource
+	user := input.user
+	not db.deleted[user]
 	key := db.key_ids[input.key]
 	db.rolesets[db.orgs[input.org].members[user]].keys[key] == 0
 	key != _delete_key
-	_resource_ok
+}
+
+allow if {
+	not input.token
+	user := input.user
+	not db.deleted[user]
+	key := db.key_ids[input.key]
+	db.rolesets[db.orgs[input.org].members[user]].keys[key] == 0
+	key != _delete_key
+	_fast_resource_in_org
+}
+
+allow if {
+	token := db.tokens[input.token]
+	not token.revoked
+	_fast_unexpired(token.expires_ns)
+	user := token.user
+	_fast_same_user(user)
+	not db.deleted[user]
+	key := db.key_ids[input.key]
+	db.rolesets[db.orgs[input.org].members[user]].keys[key] == 0
+	key != _delete_key
+	_fast_resource_ok
+}
+
+_fast_unexpired(0)
+
+_fast_unexpired(ns) if ns >= time.now_ns()
+
+_fast_same_user(_) if not input.user
+
+_fast_same_user(user) if input.user == user
+
+_fast_resource_ok if not input.resource
+
+_fast_resource_ok if _fast_resource_in_org
+
+_fast_resource_in_org if {
+	input.resource.type == "organization"
+	input.resource.id == input.org
+}
+
+_fast_resource_in_org if {
+	input.resource.type == "team"
+	db.teams[input.resource.id].org == input.org
+}
+
+_fast_resource_in_org if {
+	input.resource.type == "workspace"
+	db.workspaces[input.resource.id].org == input.org
+}
+
+_fast_resource_in_org if {
+	input.resource.type == "design"
+	db.designs[input.resource.id].org == input.org
+}
+
+_fast_resource_in_org if {
+	input.resource.type == "user"
+	is_string(input.resource.id)
+	input.resource.id != ""
 }
 
 # Fast path: a Provider Admin.
@@ -296,9 +360,14 @@ _owner_deletes_org if {
 	_user == db.orgs[input.org].owner
 }
 
-# The grants allow's general path checks; its fast paths already cover Provider Admins and
-# unrestricted org roles. Early exit: the first body that succeeds decides, cheap paths first.
+# The grants allow's general path checks (its fast paths cover the common cases again, faster).
+# Early exit: the first body that succeeds decides, cheap paths first.
 _granted if _owner_deletes_org
+
+_granted if {
+	not _delete_org
+	_org_level == 0
+}
 
 _granted if {
 	not _delete_org

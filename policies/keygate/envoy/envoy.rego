@@ -52,10 +52,14 @@ default _user := ""
 
 _user := _identity.user if is_string(_identity.user)
 
-# "" = no token (data.keygate.authz treats an empty token as absent).
+# "" = no token (data.keygate.authz treats an empty token as absent). A JWT id that is not one of
+# keygate's tokens (a session JWT of the identity provider) is no token: the verified subject decides.
 default _token := ""
 
-_token := _identity.token if is_string(_identity.token)
+_token := _identity.token if {
+	is_string(_identity.token)
+	db.tokens[_identity.token]
+}
 
 _subject := {"user": _user, "token": _token} if _user != ""
 
