@@ -19,10 +19,15 @@ func databaseSnapshot(ctx context.Context, url string) (model.Snapshot, error) {
 }
 
 // importKeysToDatabase writes the imported catalogue's keys into the database as system keys (migrating the
-// schema first). Only the keys go in: the catalogue's role grants and keychains describe the default roles,
-// which the database takes from the built-in catalogue on every `keygate db load`; to use them, import to a
-// seed file (-o) and load that.
+// schema first). Only keys go in: role grants and keychains (from --grants / --keychains) are data that
+// `keygate db load` replaces wholesale, so rather than drop them silently the import is refused (bad usage)
+// when there are any; import them into a seed file with -o and `keygate db load --seed` it instead.
 func importKeysToDatabase(ctx context.Context, url string, snap model.Snapshot) error {
+	if len(snap.Roles) > 0 || len(snap.Keychains) > 0 {
+		return usageErr("--database-url imports keys only, and the catalogue has %d roles with grants and %d keychains "+
+			"(from --grants/--keychains or DIR): give only --keys to import the keys into the database, or write "+
+			"everything to a seed file with -o and load it with `keygate db load --seed FILE`", len(snap.Roles), len(snap.Keychains))
+	}
 	pool, err := store.Open(ctx, url)
 	if err != nil {
 		return err

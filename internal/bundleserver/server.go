@@ -83,6 +83,9 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 	return s, nil
 }
 
+// Close releases the listener of a server that will not Run (Run closes it itself).
+func (s *Server) Close() error { return s.lis.Close() }
+
 // Addr is the listener's address (useful with port 0).
 func (s *Server) Addr() net.Addr { return s.lis.Addr() }
 

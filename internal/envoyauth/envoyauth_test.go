@@ -86,8 +86,8 @@ func TestNewRequest(t *testing.T) {
 		"parsed_query": {"page": ["2"], "tag": ["a", "b"]},
 		"identity": {"user": "u1", "token": "t1"}
 	}`).Value
-	if r.Input.Compare(want) != 0 {
-		t.Fatalf("input:\n%v\nwant:\n%v", r.Input, want)
+	if r.Input().Compare(want) != 0 {
+		t.Fatalf("input:\n%v\nwant:\n%v", r.Input(), want)
 	}
 	if r.Authorization != "Bearer xyz" || !slices.Equal(r.Spoofed, []string{"x-keygate-user"}) {
 		t.Fatalf("authorization %q spoofed %v", r.Authorization, r.Spoofed)
@@ -110,7 +110,7 @@ func TestMetadataIdentity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := r.Input.Find(ast.MustParseRef(`x.attributes.metadata_context.filter_metadata["envoy.filters.http.jwt_authn"].jwt_payload.sub`)[1:])
+	got, err := r.Input().Find(ast.MustParseRef(`x.attributes.metadata_context.filter_metadata["envoy.filters.http.jwt_authn"].jwt_payload.sub`)[1:])
 	if err != nil || got.Compare(ast.String("u1")) != 0 {
 		t.Fatalf("metadata in input: %v %v", got, err)
 	}

@@ -26,61 +26,101 @@ var ErrInvalidPath = errors.New("invalid path")
 // Request is a CheckRequest prepared for evaluation.
 type Request struct {
 	Method  string
-	Path    string    // the decoded path, without query
-	Input   ast.Value // the Rego input document (without identity until WithIdentity)
-	Spoofed []string  // client-sent x-keygate-* header names, to remove on allow
-	// Authorization is the Authorization header value (not copied into Input).
+	Path    string // the decoded path, without query
+	Service string // context_extensions["service"]
+	// Segments are the decoded path segments (parsed_path).
+	Segments []string
+	// OrgHeader is X-Current-Orgid, else Layer5-Current-Orgid ("" when neither is set).
+	OrgHeader string
+	Spoofed   []string // client-sent x-keygate-* header names, to remove on allow
+	// Authorization is the Authorization header (kept out of the input document).
 	Authorization string
 
-	obj ast.Object
+	req      *authv3.CheckRequest
+	rawQuery string
+	query    url.Values
+	identity *Identity
+	input    ast.Value
 }
 
-// NewRequest translates req into the input document of data.keygate.envoy.response (opa-envoy-plugin
-// shape): attributes.request.http.{method,path,host,scheme,headers}, attributes.context_extensions,
-// attributes.metadata_context, parsed_path, parsed_query. The authorization header and client-sent
-// x-keygate-* headers are left out of the input. A path that does not normalise returns ErrInvalidPath
-// (with a Request still carrying the method and spoofed headers).
+// NewRequest reads what a decision needs from a CheckRequest and validates the path. The full input document
+// (opa-envoy-plugin shape) is built only when Input is called. On ErrInvalidPath the request is still returned,
+// with the path fields empty.
 func NewRequest(req *authv3.CheckRequest) (*Request, error) {
 	attrs := req.GetAttributes()
 	h := attrs.GetRequest().GetHttp()
-	r := &Request{Method: h.GetMethod()}
-
-	headers := h.GetHeaders()
-	hdrTerms := make([][2]*ast.Term, 0, len(headers))
-	add := func(k, v string) {
+	r := &Request{Method: h.GetMethod(), Service: attrs.GetContextExtensions()["service"], req: req}
+	var xOrg, l5Org string
+	visit := func(k, v string) {
 		k = lower(k)
 		switch {
 		case k == "authorization":
 			r.Authorization = v
 		case strings.HasPrefix(k, HeaderPrefix):
 			r.Spoofed = append(r.Spoofed, k)
-		default:
-			hdrTerms = append(hdrTerms, ast.Item(ast.InternedTerm(k), ast.StringTerm(v)))
+		case k == "x-current-orgid":
+			xOrg = v
+		case k == "layer5-current-orgid":
+			l5Org = v
 		}
 	}
-	if len(headers) > 0 {
-		for k, v := range headers {
-			add(k, v)
-		}
-	} else {
-		for _, hv := range h.GetHeaderMap().GetHeaders() {
-			v := hv.GetValue()
-			if v == "" {
-				v = string(hv.GetRawValue())
-			}
-			add(hv.GetKey(), v)
-		}
+	eachHeader(h, visit)
+	r.OrgHeader = xOrg
+	if r.OrgHeader == "" {
+		r.OrgHeader = l5Org
 	}
 
-	rawPath := h.GetPath()
-	pathOnly, rawQuery, _ := strings.Cut(rawPath, "?")
+	pathOnly, rawQuery, _ := strings.Cut(h.GetPath(), "?")
 	if i := strings.IndexByte(pathOnly, '#'); i >= 0 {
 		pathOnly = pathOnly[:i]
 	}
+	decoded, segments, err := NormalizePath(pathOnly)
+	if err != nil {
+		return r, err
+	}
+	q, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		return r, ErrInvalidPath
+	}
+	r.Path, r.Segments, r.rawQuery, r.query = decoded, segments, rawQuery, q
+	return r, nil
+}
 
+func eachHeader(h *authv3.AttributeContext_HttpRequest, visit func(k, v string)) {
+	if headers := h.GetHeaders(); len(headers) > 0 {
+		for k, v := range headers {
+			visit(k, v)
+		}
+		return
+	}
+	for _, hv := range h.GetHeaderMap().GetHeaders() {
+		v := hv.GetValue()
+		if v == "" {
+			v = string(hv.GetRawValue())
+		}
+		visit(hv.GetKey(), v)
+	}
+}
+
+// Input returns the Rego input document: attributes (request.http with lowercase headers, without
+// Authorization and client-sent x-keygate-* headers; context_extensions; metadata_context), parsed_path,
+// parsed_query and, after WithIdentity, identity. Built once.
+func (r *Request) Input() ast.Value {
+	if r.input != nil {
+		return r.input
+	}
+	attrs := r.req.GetAttributes()
+	h := attrs.GetRequest().GetHttp()
+	hdrTerms := make([][2]*ast.Term, 0, 8)
+	eachHeader(h, func(k, v string) {
+		k = lower(k)
+		if k != "authorization" && !strings.HasPrefix(k, HeaderPrefix) {
+			hdrTerms = append(hdrTerms, ast.Item(ast.InternedTerm(k), ast.StringTerm(v)))
+		}
+	})
 	httpObj := ast.NewObjectWithCapacity(6)
 	httpObj.Insert(ast.InternedTerm("method"), ast.StringTerm(r.Method))
-	httpObj.Insert(ast.InternedTerm("path"), ast.StringTerm(rawPath))
+	httpObj.Insert(ast.InternedTerm("path"), ast.StringTerm(h.GetPath()))
 	if v := h.GetHost(); v != "" {
 		httpObj.Insert(ast.InternedTerm("host"), ast.StringTerm(v))
 	}
@@ -94,7 +134,6 @@ func NewRequest(req *authv3.CheckRequest) (*Request, error) {
 	for k, v := range ctxExt {
 		extTerms = append(extTerms, ast.Item(ast.StringTerm(k), ast.StringTerm(v)))
 	}
-
 	attrObj := ast.NewObjectWithCapacity(3)
 	attrObj.Insert(ast.InternedTerm("request"), ast.ObjectTerm(ast.Item(ast.InternedTerm("http"), ast.NewTerm(httpObj))))
 	attrObj.Insert(ast.InternedTerm("context_extensions"), ast.ObjectTerm(extTerms...))
@@ -107,45 +146,48 @@ func NewRequest(req *authv3.CheckRequest) (*Request, error) {
 			ast.ObjectTerm(ast.Item(ast.InternedTerm("filter_metadata"), ast.ObjectTerm(fm...))))
 	}
 
-	r.obj = ast.NewObjectWithCapacity(5)
-	r.obj.Insert(ast.InternedTerm("attributes"), ast.NewTerm(attrObj))
-	r.Input = r.obj
-
-	decoded, segments, err := NormalizePath(pathOnly)
-	if err != nil {
-		return r, err
-	}
-	r.Path = decoded
-	segTerms := make([]*ast.Term, len(segments))
-	for i, s := range segments {
-		segTerms[i] = ast.StringTerm(s)
-	}
-	r.obj.Insert(ast.InternedTerm("parsed_path"), ast.ArrayTerm(segTerms...))
-
-	q, err := url.ParseQuery(rawQuery)
-	if err != nil {
-		return r, ErrInvalidPath
-	}
-	qTerms := make([][2]*ast.Term, 0, len(q))
-	for k, vs := range q {
-		vt := make([]*ast.Term, len(vs))
-		for i, v := range vs {
-			vt[i] = ast.StringTerm(v)
+	obj := ast.NewObjectWithCapacity(5)
+	obj.Insert(ast.InternedTerm("attributes"), ast.NewTerm(attrObj))
+	if r.Segments != nil {
+		segTerms := make([]*ast.Term, len(r.Segments))
+		for i, s := range r.Segments {
+			segTerms[i] = ast.StringTerm(s)
 		}
-		qTerms = append(qTerms, ast.Item(ast.StringTerm(k), ast.ArrayTerm(vt...)))
+		obj.Insert(ast.InternedTerm("parsed_path"), ast.ArrayTerm(segTerms...))
+		qTerms := make([][2]*ast.Term, 0, len(r.query))
+		for k, vs := range r.query {
+			vt := make([]*ast.Term, len(vs))
+			for i, v := range vs {
+				vt[i] = ast.StringTerm(v)
+			}
+			qTerms = append(qTerms, ast.Item(ast.StringTerm(k), ast.ArrayTerm(vt...)))
+		}
+		obj.Insert(ast.InternedTerm("parsed_query"), ast.ObjectTerm(qTerms...))
 	}
-	r.obj.Insert(ast.InternedTerm("parsed_query"), ast.ObjectTerm(qTerms...))
-	return r, nil
+	if id := r.identity; id != nil {
+		items := make([][2]*ast.Term, 0, 2)
+		items = append(items, ast.Item(ast.InternedTerm("user"), ast.StringTerm(id.User)))
+		if id.Token != "" {
+			items = append(items, ast.Item(ast.InternedTerm("token"), ast.StringTerm(id.Token)))
+		}
+		obj.Insert(ast.InternedTerm("identity"), ast.ObjectTerm(items...))
+	}
+	r.input = obj
+	return obj
 }
 
-// WithIdentity adds input.identity = {"user": id.User, "token": id.Token} (token only when set).
+// WithIdentity sets input.identity = {"user": id.User, "token": id.Token} (token only when set).
 func (r *Request) WithIdentity(id Identity) {
-	items := make([][2]*ast.Term, 0, 2)
-	items = append(items, ast.Item(ast.InternedTerm("user"), ast.StringTerm(id.User)))
-	if id.Token != "" {
-		items = append(items, ast.Item(ast.InternedTerm("token"), ast.StringTerm(id.Token)))
+	r.identity = &id
+	r.input = nil
+}
+
+// Identity returns the identity set by WithIdentity, if any.
+func (r *Request) Identity() (Identity, bool) {
+	if r.identity == nil {
+		return Identity{}, false
 	}
-	r.obj.Insert(ast.InternedTerm("identity"), ast.ObjectTerm(items...))
+	return *r.identity, true
 }
 
 func lower(s string) string {

@@ -32,6 +32,10 @@ type Config struct {
 	// MetadataKey is jwt_authn's payload_in_metadata name. Default "verified_jwt" (as in envoy/sidecar.yaml).
 	MetadataKey string `yaml:"metadata_key"`
 
+	// DisableFastPath makes every Check evaluate the full data.keygate.envoy.response (for comparison and
+	// debugging); by default allowed requests are answered by data.keygate.authz.allow on a Go-matched route.
+	DisableFastPath bool `yaml:"disable_fast_path"`
+
 	// DryRun allows every request but logs and counts (result="dry_run") those the policy denies.
 	DryRun bool `yaml:"dry_run"`
 	// CheckTimeout bounds one Check's evaluation; past it the request is denied (deadline_exceeded).

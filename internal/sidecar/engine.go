@@ -45,6 +45,8 @@ type queries struct {
 	activatedAt time.Time
 	response    rego.PreparedEvalQuery
 
+	fast     *fastPath // nil: every Check takes the full policy
+
 	store    storage.Store
 	compiler *ast.Compiler
 	mu       sync.Mutex
@@ -251,6 +253,13 @@ func (e *engine) refresh(ctx context.Context) {
 			q.response = *pq
 		}
 		q.byPath[p] = pq
+	}
+	if allow := q.byPath[pathAuthzAllow]; allow != nil {
+		fp, err := newFastPath(ctx, store, allow)
+		if err != nil {
+			e.logger.Warn("fast path disabled for this bundle", "revision", rev, "error", err)
+		}
+		q.fast = fp
 	}
 	e.current.Store(q)
 	e.metrics.activations.WithLabelValues("success").Inc()

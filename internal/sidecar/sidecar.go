@@ -252,8 +252,8 @@ func (s *Sidecar) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.
 		e := decisionEntry{ID: id, Time: start, Path: PathEnvoyResponse, Revision: s.Revision(), Result: result,
 			Reason: d.Reason, Status: d.HTTPStatus, User: d.User, Org: d.Org, Key: d.Key, Route: d.Route,
 			Duration: elapsed}
-		if input != nil && input.Input != nil {
-			e.Input = input.Input
+		if input != nil {
+			e.Input = input.Input()
 		}
 		s.logs.log(e)
 	}
@@ -295,7 +295,10 @@ func (s *Sidecar) decide(ctx context.Context, req *authv3.CheckRequest) (envoyau
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.CheckTimeout)
 	defer cancel()
-	rs, err := s.pool.eval(ctx, &q.response, r.Input)
+	if d, ok := s.fastAllow(ctx, q, r); ok {
+		return d, r, false
+	}
+	rs, err := s.pool.eval(ctx, &q.response, r.Input())
 	switch {
 	case errors.Is(err, context.DeadlineExceeded) || (err != nil && ctx.Err() != nil):
 		return envoyauth.Deny(http.StatusForbidden, envoyauth.ReasonDeadlineExceeded), r, true
@@ -312,6 +315,24 @@ func (s *Sidecar) decide(ctx context.Context, req *authv3.CheckRequest) (envoyau
 		return envoyauth.Deny(http.StatusForbidden, envoyauth.ReasonEvaluationError), r, true
 	}
 	return d, r, false
+}
+
+// fastAllow answers an allowed request through the fast path (fast.go). ok is false when the fast path does
+// not apply or does not allow: the full policy then decides.
+func (s *Sidecar) fastAllow(ctx context.Context, q *queries, r *envoyauth.Request) (envoyauth.Decision, bool) {
+	id, hasID := r.Identity()
+	if q.fast == nil || !hasID || id.User == "" || s.cfg.DisableFastPath {
+		return envoyauth.Decision{}, false
+	}
+	route, org, resID, ok := q.fast.match(r)
+	if !ok {
+		return envoyauth.Decision{}, false
+	}
+	rs, err := s.pool.eval(ctx, q.fast.allow, q.fast.input(id, route, org, resID))
+	if err != nil || len(rs) == 0 || len(rs[0].Expressions) == 0 || rs[0].Expressions[0].Value != true {
+		return envoyauth.Decision{}, false
+	}
+	return allowedDecision(id, route, org), true
 }
 
 // evalPath evaluates a data path with an input for the data API.

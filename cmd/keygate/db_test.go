@@ -1,0 +1,138 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"net/url"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/keygate/keygate/internal/model"
+)
+
+const dsnEnv = "KEYGATE_TEST_DATABASE_URL"
+
+// testDatabaseURL returns the URL of a fresh schema of the test database, dropped when the test ends; it
+// skips without KEYGATE_TEST_DATABASE_URL (and fails under CI).
+func testDatabaseURL(t *testing.T) string {
+	t.Helper()
+	dsn := os.Getenv(dsnEnv)
+	if dsn == "" {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s is not set; the database tests need PostgreSQL under CI", dsnEnv)
+		}
+		t.Skipf("%s is not set (e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable); skipping", dsnEnv)
+	}
+	ctx := context.Background()
+	schema := "keygate_cmd_" + strings.ToLower(rand.Text()[:16])
+	exec := func(sql string) error {
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			return err
+		}
+		defer conn.Close(ctx)
+		_, err = conn.Exec(ctx, sql)
+		return err
+	}
+	if err := exec("CREATE SCHEMA " + schema); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := exec("DROP SCHEMA " + schema + " CASCADE"); err != nil {
+			t.Errorf("dropping %s: %v", schema, err)
+		}
+	})
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+func runOK(t *testing.T, args ...string) string {
+	t.Helper()
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), args, &out, &errb); code != 0 {
+		t.Fatalf("keygate %s: exit %d: %s", strings.Join(args, " "), code, errb.String())
+	}
+	return out.String()
+}
+
+func TestDatabaseCommands(t *testing.T) {
+	t.Parallel()
+	db := testDatabaseURL(t)
+	runOK(t, "migrate", "--database-url", db)
+	if out := runOK(t, "migrate", "--database-url", db); !strings.Contains(out, "up to date") {
+		t.Errorf("second migrate: %q", out)
+	}
+	if out := runOK(t, "db", "load", "--database-url", db); !strings.Contains(out, "embedded demo") {
+		t.Errorf("db load: %q", out)
+	}
+
+	t.Run("the database builds the demo's revision", func(t *testing.T) {
+		if got, want := buildRevision(t, "--database-url", db), buildRevision(t); got != want {
+			t.Fatalf("revision from the database %s, from the embedded demo %s", got, want)
+		}
+	})
+	t.Run("serve from the database serves the same revision", func(t *testing.T) {
+		etag, stop := serveUntilReady(t, freeAddr(t), "--database-url", db, "--rebuild-interval", "-1s")
+		stop()
+		if want := `"` + buildRevision(t) + `"`; etag != want {
+			t.Fatalf("ETag %s, want %s", etag, want)
+		}
+	})
+	t.Run("db load --seed loads a seed file", func(t *testing.T) {
+		if out := runOK(t, "db", "load", "--seed", demoSeedFile(t), "--database-url", db); !strings.Contains(out, "loaded seed") {
+			t.Errorf("db load --seed: %q", out)
+		}
+		var out, errb bytes.Buffer
+		if code := run(context.Background(), []string{"db", "load", "--seed", "/nonexistent.yaml", "--database-url", db}, &out, &errb); code == 0 {
+			t.Fatal("loading a missing seed file succeeded")
+		}
+	})
+	t.Run("import keys into the database", func(t *testing.T) {
+		ctx := context.Background()
+		key := model.Key{ID: "0f3c8a2e-0000-4000-8000-000000000001", Name: "Imported Test Key", Category: "Test", Function: "read"}
+		if err := importKeysToDatabase(ctx, db, model.Snapshot{Keys: []model.Key{key}}); err != nil {
+			t.Fatal(err)
+		}
+		snap, err := databaseSnapshot(ctx, db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, k := range snap.Keys {
+			found = found || (k.ID == key.ID && k.Name == key.Name)
+		}
+		if !found {
+			t.Fatalf("imported key not in the snapshot")
+		}
+		err = importKeysToDatabase(ctx, db, model.Snapshot{Keys: []model.Key{key}, Roles: []model.Role{{Name: "Organization Admin"}}})
+		var ee *exitError
+		if !errors.As(err, &ee) || ee.code != 2 || !strings.Contains(err.Error(), "keys only") {
+			t.Fatalf("import with grants: %v, want a usage error", err)
+		}
+	})
+}
+
+func TestDatabaseCommandsNeedAURL(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{
+		{"migrate", "--database-url", ""}, // overrides $KEYGATE_DATABASE_URL
+		{"db", "load", "--database-url", ""},
+		{"migrate", "--database-url", "postgres://h:bad/db"},
+	} {
+		var out, errb bytes.Buffer
+		if code := run(context.Background(), args, &out, &errb); code != 2 || !strings.Contains(errb.String(), "--database-url") {
+			t.Errorf("keygate %v: exit %d %q, want 2 naming --database-url", args, code, errb.String())
+		}
+	}
+}

@@ -1,0 +1,129 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/encoding/protojson"
+)
+
+// syncBuffer is a bytes.Buffer safe for one writer goroutine and a reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+var (
+	grpcurlLine = regexp.MustCompile(`(?m)^grpcurl -plaintext -d '([^']+)' (\S+) envoy\.service\.auth\.v3\.Authorization/Check$`)
+	curlLine    = regexp.MustCompile(`(?m)^curl -s (\S+) -d '([^']+)'$`)
+)
+
+// TestDevServesThePrintedExamples runs `keygate dev` on free ports, sends the printed grpcurl examples
+// (one allowed, one denied) over real gRPC and the curl example over HTTP, then stops it.
+func TestDevServesThePrintedExamples(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stdout, stderr syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"dev", "--addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"},
+			&stdout, &stderr)
+	}()
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(stdout.String(), "Ctrl-C stops.") {
+		select {
+		case code := <-done:
+			t.Fatalf("keygate dev exited %d before ready; stderr:\n%s", code, stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("keygate dev not ready after 60s; stderr:\n%s", stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	out := stdout.String()
+	examples := grpcurlLine.FindAllStringSubmatch(out, -1)
+	if len(examples) != 2 {
+		t.Fatalf("want 2 grpcurl examples in:\n%s", out)
+	}
+	conn, err := grpc.NewClient(examples[0][2], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := authv3.NewAuthorizationClient(conn)
+	for i, want := range []struct {
+		code   codes.Code
+		reason string
+	}{{codes.OK, ""}, {codes.PermissionDenied, "owner_required"}} {
+		var req authv3.CheckRequest
+		if err := protojson.Unmarshal([]byte(examples[i][1]), &req); err != nil {
+			t.Fatalf("example %d is not a CheckRequest: %v", i, err)
+		}
+		resp, err := client.Check(ctx, &req)
+		if err != nil {
+			t.Fatalf("Check: %v", err)
+		}
+		if got := codes.Code(resp.GetStatus().GetCode()); got != want.code {
+			t.Errorf("example %d: status %s, want %s (%v)", i, got, want.code, resp)
+		}
+		if want.reason != "" && !strings.Contains(resp.GetDeniedResponse().GetBody(), want.reason) {
+			t.Errorf("example %d: denial body %q does not name %s", i, resp.GetDeniedResponse().GetBody(), want.reason)
+		}
+	}
+
+	curl := curlLine.FindStringSubmatch(out)
+	if curl == nil {
+		t.Fatalf("no curl example in:\n%s", out)
+	}
+	resp, err := http.Post(curl[1], "application/json", strings.NewReader(curl[2]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var decision struct {
+		Result struct {
+			Allow   bool     `json:"allow"`
+			Reasons []string `json:"reasons"`
+		} `json:"result"`
+	}
+	if err := json.Unmarshal(body, &decision); err != nil || decision.Result.Allow || len(decision.Result.Reasons) == 0 {
+		t.Errorf("curl example answered %s, want a denial with reasons", body)
+	}
+
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("keygate dev exited %d after cancel; stderr:\n%s", code, stderr.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("keygate dev did not stop within 20s of cancel")
+	}
+}

@@ -1,0 +1,185 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keygate/keygate/internal/catalog"
+	"github.com/keygate/keygate/internal/seed"
+)
+
+// freeAddr returns a loopback address with a port free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// demoSeedFile writes the embedded demo with routes as a seed file.
+func demoSeedFile(t *testing.T) string {
+	t.Helper()
+	snap, err := catalog.DemoWithRoutes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	y, err := seed.Marshal(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "demo.yaml")
+	if err := os.WriteFile(p, y, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+var revisionRe = regexp.MustCompile(`revision ([0-9a-f]+)`)
+
+// buildRevision runs keygate build with args and returns the revision it reports.
+func buildRevision(t *testing.T, args ...string) string {
+	t.Helper()
+	var out, errb bytes.Buffer
+	args = append([]string{"build", "-o", filepath.Join(t.TempDir(), "b.tar.gz")}, args...)
+	if code := run(context.Background(), args, &out, &errb); code != 0 {
+		t.Fatalf("keygate %v: exit %d: %s", args, code, errb.String())
+	}
+	m := revisionRe.FindStringSubmatch(out.String())
+	if m == nil {
+		t.Fatalf("no revision in %q", out.String())
+	}
+	return m[1]
+}
+
+// serveUntilReady runs keygate serve with args on addr and returns the bundle's ETag and a stop function that
+// checks the clean exit.
+func serveUntilReady(t *testing.T, addr string, args ...string) (etag string, stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var out, errb syncBuffer
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, append([]string{"serve", "--addr", addr}, args...), &out, &errb) }()
+	stop = func() {
+		cancel()
+		select {
+		case code := <-done:
+			if code != 0 {
+				t.Errorf("serve exited %d: %s", code, errb.String())
+			}
+		case <-time.After(15 * time.Second):
+			t.Error("serve did not stop within 15s")
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/bundles/keygate.tar.gz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return resp.Header.Get("ETag"), stop
+			}
+		}
+		select {
+		case code := <-done:
+			t.Fatalf("serve exited %d: %s", code, errb.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			stop()
+			t.Fatalf("no bundle after 30s: %v; stderr: %s", err, errb.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestServeRejectsBadUsage(t *testing.T) {
+	t.Parallel()
+	seedFile := demoSeedFile(t)
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no source", []string{"serve"}, "--seed FILE or --database-url"},
+		{"both sources", []string{"serve", "--seed", seedFile, "--database-url", "postgres://h/db"}, "not both"},
+		{"signing key missing", []string{"serve", "--seed", seedFile, "--signing-key", "/nonexistent.pem"}, "--signing-key"},
+		{"alg without key", []string{"serve", "--seed", seedFile, "--signing-alg", "RS256"}, "signing_alg"},
+		{"bad addr", []string{"serve", "--seed", seedFile, "--addr", "8282"}, "addr"},
+		{"bad database url", []string{"serve", "--database-url", "postgres://h:notaport/db"}, "--database-url"},
+		{"negative debounce", []string{"serve", "--database-url", "postgres://h/db", "--debounce", "-1s"}, "debounce"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var out, errb bytes.Buffer
+			if code := run(context.Background(), tc.args, &out, &errb); code != 2 || !strings.Contains(errb.String(), tc.want) {
+				t.Fatalf("exit %d, stderr %q; want 2 naming %q", code, errb.String(), tc.want)
+			}
+		})
+	}
+}
+
+func TestServeSeedMatchesBuild(t *testing.T) {
+	t.Parallel()
+	seedFile := demoSeedFile(t)
+	rev := buildRevision(t, "--seed", seedFile)
+	if demo := buildRevision(t); demo != rev {
+		t.Fatalf("seed file of the demo builds revision %s, embedded demo %s", rev, demo)
+	}
+	etag, stop := serveUntilReady(t, freeAddr(t), "--seed", seedFile)
+	stop()
+	if etag != `"`+rev+`"` {
+		t.Fatalf("serve's ETag %s, keygate build's revision %s", etag, rev)
+	}
+}
+
+func TestServeWithTheDatabaseDown(t *testing.T) {
+	t.Parallel()
+	addr := freeAddr(t)
+	down := "postgres://postgres@" + freeAddr(t) + "/test?sslmode=disable&connect_timeout=1"
+	ctx, cancel := context.WithCancel(context.Background())
+	var out, errb syncBuffer
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, []string{"serve", "--addr", addr, "--database-url", down}, &out, &errb) }()
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		var b bytes.Buffer
+		_, _ = b.ReadFrom(resp.Body)
+		return resp.StatusCode, b.String()
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		code, body := get("/health")
+		_, metrics := get("/metrics")
+		if code == http.StatusServiceUnavailable && strings.Contains(body, "reading the source") &&
+			strings.Contains(metrics, "keygate_source_up 0") && strings.Contains(metrics, `keygate_builds_total{result="failure"} 1`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("health %d %q; metrics:\n%s", code, body, metrics)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if code, _ := get("/bundles/keygate.tar.gz"); code != http.StatusServiceUnavailable {
+		t.Errorf("bundle: %d before any build, want 503", code)
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Fatalf("serve exited %d: %s", code, errb.String())
+	}
+}
