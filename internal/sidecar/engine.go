@@ -45,7 +45,7 @@ type queries struct {
 	activatedAt time.Time
 	response    rego.PreparedEvalQuery
 
-	fast     *fastPath // nil: every Check takes the full policy
+	fast *fastPath // nil: every Check takes the full policy
 
 	store    storage.Store
 	compiler *ast.Compiler
