@@ -43,7 +43,11 @@ type Config struct {
 	CheckTimeout time.Duration `yaml:"check_timeout"`
 	// DataTimeout bounds one data API evaluation. Default 5s.
 	DataTimeout time.Duration `yaml:"data_timeout"`
-	// Workers is the number of long-lived evaluation goroutines. Default GOMAXPROCS.
+	// EvalOnPool evaluates Checks on the worker pool instead of inline on gRPC's stream workers (both reuse
+	// goroutines; inline saves a hand-off).
+	EvalOnPool bool `yaml:"eval_on_pool"`
+	// Workers is the number of long-lived evaluation goroutines (data API, and Checks with EvalOnPool); gRPC
+	// serves streams on 4 x Workers reused goroutines. Default GOMAXPROCS.
 	Workers int `yaml:"workers"`
 	// ShutdownTimeout bounds the graceful stop of the gRPC and HTTP servers. Default 10s.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`

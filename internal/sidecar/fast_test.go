@@ -66,7 +66,7 @@ func TestFastPathMatchesPolicy(t *testing.T) {
 					}
 					r.WithIdentity(envoyauth.Identity{User: sub.user, Token: sub.token})
 					fast, fastOK := s.fastAllow(ctx, q, r)
-					rs, err := s.pool.eval(ctx, &q.response, r.Input())
+					rs, err := s.evalCheck(ctx, &q.response, r.Input())
 					if err != nil || len(rs) == 0 {
 						t.Fatalf("policy: %v", err)
 					}

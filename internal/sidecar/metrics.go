@@ -30,7 +30,7 @@ func newMetrics() *metrics {
 	check := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "keygate_check_duration_seconds",
 		Help:    "ext_authz Check latency, server side.",
-		Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
+		Buckets: []float64{.00001, .00002, .00003, .00005, .000075, .0001, .00015, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
 	}, []string{"result"})
 	f(check)
 	m := &metrics{

@@ -17,6 +17,7 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/rego"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -105,7 +106,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Sidecar, err 
 	if !cfg.DecisionLogs.Disabled {
 		s.logs = newDecisionLog(logger, cfg.DecisionLogs.QueueSize, s.metrics.logsDropped.Inc)
 	}
-	s.grpcServer = grpc.NewServer()
+	// Streams are served on a fixed set of reused goroutines: their stacks have grown to what OPA's evaluator
+	// needs, so a Check evaluates inline without growing a fresh goroutine's stack or a hand-off.
+	s.grpcServer = grpc.NewServer(grpc.NumStreamWorkers(uint32(4 * cfg.Workers)))
 	authv3.RegisterAuthorizationServer(s.grpcServer, s)
 	healthpb.RegisterHealthServer(s.grpcServer, s.health)
 	reflection.Register(s.grpcServer)
@@ -298,7 +301,7 @@ func (s *Sidecar) decide(ctx context.Context, req *authv3.CheckRequest) (envoyau
 	if d, ok := s.fastAllow(ctx, q, r); ok {
 		return d, r, false
 	}
-	rs, err := s.pool.eval(ctx, &q.response, r.Input())
+	rs, err := s.evalCheck(ctx, &q.response, r.Input())
 	switch {
 	case errors.Is(err, context.DeadlineExceeded) || (err != nil && ctx.Err() != nil):
 		return envoyauth.Deny(http.StatusForbidden, envoyauth.ReasonDeadlineExceeded), r, true
@@ -317,6 +320,15 @@ func (s *Sidecar) decide(ctx context.Context, req *authv3.CheckRequest) (envoyau
 	return d, r, false
 }
 
+// evalCheck evaluates a Check's query: inline (on the gRPC stream worker) by default, or on the worker pool
+// when EvalOnPool is set. Both stop at ctx's deadline.
+func (s *Sidecar) evalCheck(ctx context.Context, q *rego.PreparedEvalQuery, input ast.Value) (rego.ResultSet, error) {
+	if s.cfg.EvalOnPool {
+		return s.pool.eval(ctx, q, input)
+	}
+	return q.Eval(ctx, rego.EvalParsedInput(input))
+}
+
 // fastAllow answers an allowed request through the fast path (fast.go). ok is false when the fast path does
 // not apply or does not allow: the full policy then decides.
 func (s *Sidecar) fastAllow(ctx context.Context, q *queries, r *envoyauth.Request) (envoyauth.Decision, bool) {
@@ -328,7 +340,7 @@ func (s *Sidecar) fastAllow(ctx context.Context, q *queries, r *envoyauth.Reques
 	if !ok {
 		return envoyauth.Decision{}, false
 	}
-	rs, err := s.pool.eval(ctx, q.fast.allow, q.fast.input(id, route, org, resID))
+	rs, err := s.evalCheck(ctx, q.fast.allow, q.fast.input(id, route, org, resID))
 	if err != nil || len(rs) == 0 || len(rs[0].Expressions) == 0 || rs[0].Expressions[0].Value != true {
 		return envoyauth.Decision{}, false
 	}

@@ -57,10 +57,10 @@ allow if {
 
 allow if {
 	token := db.tokens[input.token]
-	not token.revoked
-	_fast_unexpired(token.expires_ns)
+	token.revoked == false
+	token.expires_ns == 0
 	user := token.user
-	_fast_same_user(user)
+	object.get(input, "user", user) == user
 	not db.deleted[user]
 	key := db.key_ids[input.key]
 	db.rolesets[db.orgs[input.org].members[user]].keys[key] == 0
@@ -68,13 +68,18 @@ allow if {
 	_fast_resource_ok
 }
 
-_fast_unexpired(0)
-
-_fast_unexpired(ns) if ns >= time.now_ns()
-
-_fast_same_user(_) if not input.user
-
-_fast_same_user(user) if input.user == user
+allow if {
+	token := db.tokens[input.token]
+	token.revoked == false
+	token.expires_ns >= time.now_ns()
+	user := token.user
+	object.get(input, "user", user) == user
+	not db.deleted[user]
+	key := db.key_ids[input.key]
+	db.rolesets[db.orgs[input.org].members[user]].keys[key] == 0
+	key != _delete_key
+	_fast_resource_ok
+}
 
 _fast_resource_ok if not input.resource
 
