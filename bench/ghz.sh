@@ -11,18 +11,18 @@ OUT=bench/out
 mkdir -p "$OUT"
 go build -o "$OUT/keygate" ./cmd/keygate
 go build -o "$OUT/noopauthz" ./bench/noopauthz
-GHZ=$(go tool -n ghz 2>/dev/null || true)
-go tool ghz --version >/dev/null
+go tool ghz --version >/dev/null   # builds it once
 GHZ=$(go tool -n ghz)
 go run ./bench/loadsetup -users "$USERS" -dir "$OUT"
 
-"$OUT/keygate" authz --bundle-file "$OUT/bundle.tar.gz" --jwks-file "$OUT/jwks.json" \
+"$OUT/keygate" authz --bundle-file "$OUT/bundle.tar.gz" --jwks-file "$OUT/dev-jwks.json" \
   --grpc-addr 127.0.0.1:19191 --http-addr 127.0.0.1:18181 --no-decision-logs 2>"$OUT/authz.log" &
 KG=$!
 "$OUT/noopauthz" --addr 127.0.0.1:19292 &
 NOOP=$!
 trap 'kill $KG $NOOP 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:18181/health?bundles" >/dev/null && break; sleep 0.2; done
+curl -sf "http://127.0.0.1:18181/health?bundles" >/dev/null || { echo "keygate authz did not become ready:"; cat "$OUT/authz.log"; exit 1; }
 
 cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }   # utime+stime in clock ticks
 TCK=$(getconf CLK_TCK)
@@ -40,7 +40,8 @@ run() { # name pid addr ghz-args...
 import json, sys, re
 name, args, before, after, tck, out = sys.argv[1:]
 g = json.load(open(out + "/ghz.json"))
-lat = {d["percentage"]: d["latency"] / 1e6 for d in g["latencyDistribution"] or []}
+ds = sorted(d["latency"] for d in g.get("details") or [] if d.get("status") == "OK")
+lat = {p: ds[min(len(ds) - 1, int(len(ds) * p / 100))] / 1e6 for p in (50, 99, 99.9)} if ds else {}
 ok = g["statusCodeDistribution"].get("OK", 0)
 cpu = (float(after) - float(before)) / float(tck)
 line = f"| {name} | {args} | {g['rps']:.0f} | {lat.get(50, 0):.2f} | {lat.get(99, 0):.2f} | {lat.get(99.9, 0):.2f} | {cpu / max(ok, 1) * 1e6:.1f} |"
@@ -48,8 +49,9 @@ if name == "keygate":
     def buckets(path):
         b = {}
         for l in open(path):
-            m = re.match(r'keygate_check_duration_seconds_bucket\{le="([^"]+)",result="allow"\} (\S+)', l)
-            if m: b[m.group(1)] = float(m.group(2))
+            m = re.match(r'keygate_check_duration_seconds_bucket\{(.*)\} (\S+)', l)
+            if m and 'result="allow"' in m.group(1):
+                b[re.search(r'le="([^"]+)"', m.group(1)).group(1)] = float(m.group(2))
         return b
     b0, b1 = buckets(out + "/m0.txt"), buckets(out + "/m1.txt")
     les = sorted(b1, key=lambda x: float("inf") if x == "+Inf" else float(x))
