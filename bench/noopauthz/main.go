@@ -17,7 +17,9 @@ import (
 	"google.golang.org/grpc/reflection"
 )
 
-type noop struct{ authv3.UnimplementedAuthorizationServer }
+type noop struct {
+	authv3.UnimplementedAuthorizationServer
+}
 
 func (noop) Check(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	return &authv3.CheckResponse{Status: &status.Status{}, HttpResponse: &authv3.CheckResponse_OkResponse{
