@@ -14,7 +14,6 @@ import (
 	"encoding/pem"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -31,52 +30,20 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/keygate/keygate/internal/identity"
+	"github.com/keygate/keygate/internal/pgtest"
 )
 
-const dsnEnv = "KEYGATE_TEST_DATABASE_URL"
-
-// testDSN returns the test database's URL, skipping without it (failing under CI).
-func testDSN(t *testing.T) string {
+// freshSchema creates a schema dropped when the test ends and returns the URL whose connections use it, and
+// a connection in it.
+func freshSchema(t *testing.T) (string, *pgx.Conn) {
 	t.Helper()
-	dsn := os.Getenv(dsnEnv)
-	if dsn == "" {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s is not set; the end-to-end test needs PostgreSQL under CI", dsnEnv)
-		}
-		t.Skipf("%s is not set (e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable); skipping", dsnEnv)
-	}
-	return dsn
-}
-
-// freshSchema creates a schema dropped when the test ends and returns the URL whose connections use it.
-func freshSchema(t *testing.T, dsn string) (string, *pgx.Conn) {
-	t.Helper()
-	ctx := context.Background()
-	schema := "keygate_e2e_" + strings.ToLower(rand.Text()[:16])
-	conn, err := pgx.Connect(ctx, dsn)
+	_, _, url := pgtest.Schema(t, "keygate_e2e")
+	conn, err := pgx.Connect(context.Background(), url) // pgx sends search_path as a run-time parameter
 	if err != nil {
-		t.Fatalf("connecting to %s: %v", dsnEnv, err)
+		t.Fatalf("connecting to %s: %v", pgtest.Env, err)
 	}
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if _, err := conn.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE"); err != nil {
-			t.Errorf("dropping %s: %v", schema, err)
-		}
-		_ = conn.Close(context.Background())
-	})
-	if _, err := conn.Exec(ctx, "SET search_path = "+schema); err != nil {
-		t.Fatal(err)
-	}
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatalf("%s is not a URL: %v", dsnEnv, err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema) // pgx sends unknown URL parameters as run-time parameters
-	u.RawQuery = q.Encode()
-	return u.String(), conn
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
+	return url, conn
 }
 
 // buildKeygate compiles the binary under test.
@@ -233,8 +200,7 @@ func (e envoy) check(t *testing.T, method, path, user, jti string, headers map[s
 }
 
 func TestE2E(t *testing.T) {
-	dsn := testDSN(t)
-	dbURL, conn := freshSchema(t, dsn)
+	dbURL, conn := freshSchema(t)
 	bin := buildKeygate(t)
 	dir := t.TempDir()
 	dbEnv := []string{"KEYGATE_DATABASE_URL=" + dbURL} // as the bundle server's Deployment passes it

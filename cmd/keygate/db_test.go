@@ -3,58 +3,20 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"errors"
-	"net/url"
-	"os"
 	"strings"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/keygate/keygate/internal/model"
+	"github.com/keygate/keygate/internal/pgtest"
 )
-
-const dsnEnv = "KEYGATE_TEST_DATABASE_URL"
 
 // testDatabaseURL returns the URL of a fresh schema of the test database, dropped when the test ends; it
 // skips without KEYGATE_TEST_DATABASE_URL (and fails under CI).
 func testDatabaseURL(t *testing.T) string {
 	t.Helper()
-	dsn := os.Getenv(dsnEnv)
-	if dsn == "" {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s is not set; the database tests need PostgreSQL under CI", dsnEnv)
-		}
-		t.Skipf("%s is not set (e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable); skipping", dsnEnv)
-	}
-	ctx := context.Background()
-	schema := "keygate_cmd_" + strings.ToLower(rand.Text()[:16])
-	exec := func(sql string) error {
-		conn, err := pgx.Connect(ctx, dsn)
-		if err != nil {
-			return err
-		}
-		defer conn.Close(ctx)
-		_, err = conn.Exec(ctx, sql)
-		return err
-	}
-	if err := exec("CREATE SCHEMA " + schema); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := exec("DROP SCHEMA " + schema + " CASCADE"); err != nil {
-			t.Errorf("dropping %s: %v", schema, err)
-		}
-	})
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String()
+	_, _, url := pgtest.Schema(t, "keygate_cmd")
+	return url
 }
 
 func runOK(t *testing.T, args ...string) string {

@@ -11,12 +11,10 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/grpc/codes"
 
@@ -24,6 +22,7 @@ import (
 	"github.com/keygate/keygate/internal/compiler"
 	"github.com/keygate/keygate/internal/identity"
 	"github.com/keygate/keygate/internal/model"
+	"github.com/keygate/keygate/internal/pgtest"
 	"github.com/keygate/keygate/internal/sidecar"
 	"github.com/keygate/keygate/internal/store"
 	"github.com/keygate/keygate/internal/synth"
@@ -40,44 +39,14 @@ import (
 // KEYGATE_BENCH_USERS users (default 100000, synth data).
 
 const (
-	dsnEnv        = "KEYGATE_TEST_DATABASE_URL"
 	benchUsersEnv = "KEYGATE_BENCH_USERS"
 )
 
 // testPool returns a pool working in a fresh migrated schema (dropped at the end) and its URL.
 func testPool(tb testing.TB) (*pgxpool.Pool, string) {
 	tb.Helper()
-	dsn := os.Getenv(dsnEnv)
-	if dsn == "" {
-		if os.Getenv("CI") != "" {
-			tb.Fatalf("%s is not set; database benchmarks need PostgreSQL under CI", dsnEnv)
-		}
-		tb.Skipf("%s is not set; skipping database benchmark", dsnEnv)
-	}
+	_, _, url := pgtest.Schema(tb, "keygate_bench")
 	ctx := context.Background()
-	schema := "keygate_bench_" + strings.ToLower(rand.Text()[:16])
-	exec := func(sql string) error {
-		conn, err := pgx.Connect(ctx, dsn)
-		if err != nil {
-			return err
-		}
-		defer conn.Close(ctx)
-		_, err = conn.Exec(ctx, sql)
-		return err
-	}
-	if err := exec("CREATE SCHEMA " + schema); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() {
-		if err := exec("DROP SCHEMA " + schema + " CASCADE"); err != nil {
-			tb.Errorf("dropping schema: %v", err)
-		}
-	})
-	sep := "?"
-	if strings.Contains(dsn, "?") {
-		sep = "&"
-	}
-	url := dsn + sep + "search_path=" + schema
 	pool, err := store.Open(ctx, url)
 	if err != nil {
 		tb.Fatal(err)

@@ -5,69 +5,21 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math/rand/v2"
-	"os"
 	"slices"
 	"strings"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/keygate/keygate/internal/model"
+	"github.com/keygate/keygate/internal/pgtest"
 )
-
-const dsnEnv = "KEYGATE_TEST_DATABASE_URL"
-
-// testDSN returns the test database's URL, skipping the test when it is not set (failing under CI).
-func testDSN(t testing.TB) string {
-	t.Helper()
-	dsn := os.Getenv(dsnEnv)
-	if dsn == "" {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s is not set; the store tests need a PostgreSQL database under CI", dsnEnv)
-		}
-		t.Skipf("%s is not set (e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable); skipping database test", dsnEnv)
-	}
-	return dsn
-}
 
 // testPool returns a pool whose connections work in a schema of their own, dropped when the test ends, and
 // the connection string of the database.
 func testPool(t testing.TB) (*pgxpool.Pool, string) {
 	t.Helper()
-	ctx := context.Background()
-	dsn := testDSN(t)
-	schema := fmt.Sprintf("keygate_test_%016x", rand.Uint64())
-	exec := func(sql string) error {
-		conn, err := pgx.Connect(ctx, dsn)
-		if err != nil {
-			return err
-		}
-		defer conn.Close(ctx)
-		_, err = conn.Exec(ctx, sql)
-		return err
-	}
-	if err := exec("CREATE SCHEMA " + schema); err != nil {
-		t.Fatalf("creating schema: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := exec("DROP SCHEMA " + schema + " CASCADE"); err != nil {
-			t.Errorf("dropping schema: %v", err)
-		}
-	})
-	cfg, err := pgxpool.ParseConfig(dsn)
-	if err != nil {
-		t.Fatalf("parsing %s: %v", dsnEnv, err)
-	}
-	cfg.ConnConfig.RuntimeParams["search_path"] = schema
-	cfg.MaxConns = 4
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		t.Fatalf("connecting: %v", err)
-	}
-	t.Cleanup(pool.Close)
-	return pool, dsn
+	return pgtest.Pool(t, "keygate_test")
 }
 
 // migratedPool is testPool with the schema migrated.
