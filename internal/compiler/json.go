@@ -3,6 +3,8 @@ package compiler
 import (
 	"bytes"
 	"encoding/json"
+	"maps"
+	"slices"
 	"sort"
 	"strconv"
 )
@@ -97,7 +99,7 @@ func (w *jsonWriter) list(ids []string) {
 // keyFlags writes {"key": 0|1} (1 = owner-only).
 func (w *jsonWriter) keyFlags(keys map[string]bool) {
 	w.open()
-	for _, k := range sortedKeys(keys) {
+	for _, k := range slices.Sorted(maps.Keys(keys)) {
 		w.key(k)
 		if keys[k] {
 			w.buf.WriteByte('1')

@@ -1,6 +1,7 @@
 package compiler
 
 import (
+	"maps"
 	"slices"
 	"sort"
 	"strconv"
@@ -232,14 +233,14 @@ func (l *layout) write(w *jsonWriter) {
 
 	w.key("free")
 	w.open()
-	for _, u := range sortedKeys(l.free) {
+	for _, u := range slices.Sorted(maps.Keys(l.free)) {
 		w.field(u, l.free[u])
 	}
 	w.close()
 
 	w.key("key_ids")
 	w.open()
-	for _, name := range sortedKeys(m.KeyNames) {
+	for _, name := range slices.Sorted(maps.Keys(m.KeyNames)) {
 		w.field(name, m.KeyNames[name])
 	}
 	w.close()
@@ -281,18 +282,18 @@ func (l *layout) write(w *jsonWriter) {
 		w.field("name", o.Name)
 		w.field("owner", o.Owner)
 		w.key("team_admins")
-		w.set(sortedKeys(l.teamAdmins[o.ID]))
+		w.set(slices.Sorted(maps.Keys(l.teamAdmins[o.ID])))
 		w.key("workspace_admins")
-		w.set(sortedKeys(l.wsAdmins[o.ID]))
+		w.set(slices.Sorted(maps.Keys(l.wsAdmins[o.ID])))
 		w.close()
 	}
 	w.close()
 
 	w.key("profile_admins")
-	w.set(sortedKeys(l.profileAdmin))
+	w.set(slices.Sorted(maps.Keys(l.profileAdmin)))
 
 	w.key("provider_admins")
-	w.set(sortedKeys(l.providers))
+	w.set(slices.Sorted(maps.Keys(l.providers)))
 
 	w.key("role_ids")
 	w.open()
@@ -301,7 +302,7 @@ func (l *layout) write(w *jsonWriter) {
 		roleIDs[r.Org+"/"+r.Name] = r.ID
 		roleIDs[r.ID] = r.ID
 	}
-	for _, k := range sortedKeys(roleIDs) {
+	for _, k := range slices.Sorted(maps.Keys(roleIDs)) {
 		w.field(k, roleIDs[k])
 	}
 	w.close()
@@ -350,7 +351,7 @@ func (l *layout) write(w *jsonWriter) {
 
 	w.key("system_roles")
 	w.open()
-	for _, name := range sortedKeys(m.SystemRoles) {
+	for _, name := range slices.Sorted(maps.Keys(m.SystemRoles)) {
 		w.field(name, m.SystemRoles[name])
 	}
 	w.close()
@@ -425,13 +426,13 @@ func (l *layout) writeRoutes(w *jsonWriter) {
 		buckets[r.Service][r.Method][n] = append(buckets[r.Service][r.Method][n], r)
 	}
 	w.open()
-	for _, svc := range sortedKeys(buckets) {
+	for _, svc := range slices.Sorted(maps.Keys(buckets)) {
 		w.key(svc)
 		w.open()
-		for _, method := range sortedKeys(buckets[svc]) {
+		for _, method := range slices.Sorted(maps.Keys(buckets[svc])) {
 			w.key(method)
 			w.open()
-			for _, n := range sortedKeys(buckets[svc][method]) {
+			for _, n := range slices.Sorted(maps.Keys(buckets[svc][method])) {
 				w.key(n)
 				w.arr()
 				routes := buckets[svc][method][n]
@@ -460,15 +461,6 @@ func (l *layout) writeRoutes(w *jsonWriter) {
 		w.close()
 	}
 	w.close()
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 func sortedBy[T any](s []T, id func(T) string) []T {

@@ -8,9 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/keygate/keygate/internal/model"
@@ -99,7 +100,7 @@ func Import(f Files) (model.Snapshot, Stats, error) {
 		if err != nil {
 			return s, st, err
 		}
-		for _, name := range sortedKeys(byName) {
+		for _, name := range slices.Sorted(maps.Keys(byName)) {
 			s.Keychains = append(s.Keychains, model.Keychain{ID: stableID("keychain", name), Name: name, Keys: byName[name], System: true})
 		}
 		st.Keychains = len(byName)
@@ -133,7 +134,7 @@ func Import(f Files) (model.Snapshot, Stats, error) {
 		if err != nil {
 			return s, st, err
 		}
-		for _, role := range sortedKeys(byRole) {
+		for _, role := range slices.Sorted(maps.Keys(byRole)) {
 			g := byRole[role]
 			kc := model.Keychain{ID: stableID("grants", role), Name: "Layer5 " + role + " grants", Keys: g.keys, System: true}
 			s.Keychains = append(s.Keychains, kc)
@@ -216,13 +217,4 @@ func readCSV(path string, required []string, each func(line int, row map[string]
 			return fmt.Errorf("reading %s: %w", path, err)
 		}
 	}
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }

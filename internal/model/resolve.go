@@ -815,12 +815,3 @@ func appendUnique(s []string, v string) []string {
 	}
 	return append(s, v)
 }
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
