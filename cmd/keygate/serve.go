@@ -64,8 +64,11 @@ served. With --seed the file is read at start. Delta bundles are not produced.`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
+			if src.seed == "" && src.databaseURL == "" {
+				src.databaseURL = e.getenv("KEYGATE_DATABASE_URL")
+			}
 			switch {
-			case src.seed != "" && src.databaseURL != "" && cmd.Flags().Changed("database-url"):
+			case src.seed != "" && src.databaseURL != "":
 				return usageErr("give --seed or --database-url, not both")
 			case src.seed == "" && src.databaseURL == "":
 				return usageErr("give --seed FILE or --database-url URL (or $KEYGATE_DATABASE_URL)")

@@ -15,11 +15,13 @@ import (
 type sourceFlags struct {
 	seed        string
 	databaseURL string
+	getenv      func(string) string
 }
 
 func (s *sourceFlags) register(cmd *cobra.Command, e *env) {
-	cmd.Flags().StringVar(&s.seed, "seed", "", "seed file (YAML or JSON); default: the embedded demo unless --database-url is set")
-	cmd.Flags().StringVar(&s.databaseURL, "database-url", e.getenv("KEYGATE_DATABASE_URL"), "PostgreSQL URL (default $KEYGATE_DATABASE_URL)")
+	s.getenv = e.getenv
+	cmd.Flags().StringVar(&s.seed, "seed", "", "seed file (YAML or JSON); default: the embedded demo unless a database URL is given")
+	cmd.Flags().StringVar(&s.databaseURL, "database-url", "", "PostgreSQL URL (default $KEYGATE_DATABASE_URL unless --seed is given)")
 }
 
 // describe names the source for messages.
@@ -35,8 +37,11 @@ func (s *sourceFlags) describe() string {
 
 // snapshot reads the data snapshot from the chosen source (without the built-in catalogue).
 func (s *sourceFlags) snapshot(ctx context.Context) (model.Snapshot, error) {
+	if s.seed == "" && s.databaseURL == "" && s.getenv != nil {
+		s.databaseURL = s.getenv("KEYGATE_DATABASE_URL")
+	}
 	switch {
-	case s.seed != "" && s.databaseURL != "" && s.databaseURL != "$KEYGATE_DATABASE_URL":
+	case s.seed != "" && s.databaseURL != "":
 		return model.Snapshot{}, usageErr("give --seed or --database-url, not both")
 	case s.seed != "":
 		return seed.ReadFile(s.seed)
