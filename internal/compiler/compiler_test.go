@@ -262,3 +262,46 @@ func TestImportPublicCatalogue(t *testing.T) {
 		t.Errorf("User role has %d owner-only keys, want at least the catalogue's 9", owner)
 	}
 }
+
+// TestDataIsCanonical holds the writer to what OPA's signature hashing computes over the parsed document:
+// compact JSON, object keys sorted, HTML not escaped. A key written out of order would break signatures.
+func TestDataIsCanonical(t *testing.T) {
+	t.Parallel()
+	data := compiler.Data(demoModel(t))
+	var doc any
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	if err := dec.Decode(&doc); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(doc); err != nil {
+		t.Fatal(err)
+	}
+	if canonical := bytes.TrimSuffix(buf.Bytes(), []byte("\n")); !bytes.Equal(canonical, data) {
+		i := 0
+		for i < len(data) && i < len(canonical) && data[i] == canonical[i] {
+			i++
+		}
+		t.Fatalf("data is not canonical JSON; first difference at byte %d: %q", i, data[max(0, i-40):min(len(data), i+40)])
+	}
+}
+
+func TestProviderGrantsCoverEveryKey(t *testing.T) {
+	t.Parallel()
+	m := demoModel(t)
+	var doc struct {
+		Keys           map[string]any              `json:"keys"`
+		ProviderGrants map[string][]map[string]any `json:"provider_grants"`
+	}
+	if err := json.Unmarshal(compiler.Data(m), &doc); err != nil {
+		t.Fatal(err)
+	}
+	for id := range doc.Keys {
+		if len(doc.ProviderGrants[id]) == 0 {
+			t.Errorf("key %s has no Provider Admin grant path", id)
+		}
+	}
+}

@@ -295,6 +295,19 @@ func (l *layout) write(w *jsonWriter) {
 	w.key("provider_admins")
 	w.set(slices.Sorted(maps.Keys(l.providers)))
 
+	// Every key's grant paths through the Provider Admin role, which holds every key (through its keychains
+	// where they list the key, else through the role itself).
+	w.key("provider_grants")
+	w.open()
+	pa, _ := m.Role(m.SystemRoles[model.RoleProviderAdmin])
+	for _, k := range sortedBy(m.Keys, func(k model.Key) string { return k.ID }) {
+		w.key(k.ID)
+		w.arr()
+		l.writeRoleGrants(w, pa, k.ID, false, model.ScopeProvider)
+		w.closeArr()
+	}
+	w.close()
+
 	w.key("role_ids")
 	w.open()
 	roleIDs := map[string]string{}
@@ -338,6 +351,20 @@ func (l *layout) write(w *jsonWriter) {
 		rs := l.rolesets[i]
 		w.key(n)
 		w.open()
+		w.key("grants")
+		w.open()
+		for _, k := range slices.Sorted(maps.Keys(rs.keys)) {
+			w.key(k)
+			w.arr()
+			for _, role := range rs.roles {
+				if ownerOnly, ok := l.roleKeys[role][k]; ok {
+					r, _ := m.Role(role)
+					l.writeRoleGrants(w, r, k, ownerOnly, r.Scope)
+				}
+			}
+			w.closeArr()
+		}
+		w.close()
 		w.key("keys")
 		w.keyFlags(rs.keys)
 		w.key("roles")
@@ -411,6 +438,45 @@ func (l *layout) write(w *jsonWriter) {
 	w.close()
 }
 
+// writeRoleGrants writes the grant paths (docs/decisions.md) by which role holds key: one per keychain of the
+// role that lists the key, or one with an empty keychain when none does (a Provider Admin's other keys).
+func (l *layout) writeRoleGrants(w *jsonWriter, r model.Role, key string, ownerOnly bool, scope string) {
+	k, _ := l.m.Key(key)
+	var kcs []model.Keychain
+	for _, id := range r.Keychains {
+		if kc, _ := l.m.Keychain(id); hasSorted(kc.Keys, key) {
+			kcs = append(kcs, kc)
+		}
+	}
+	if len(kcs) == 0 {
+		kcs = []model.Keychain{{}}
+	}
+	for _, kc := range kcs {
+		w.elem()
+		w.open()
+		w.key("key")
+		w.open()
+		w.field("id", k.ID)
+		w.field("name", k.Name)
+		w.close()
+		w.key("keychain")
+		w.open()
+		w.field("id", kc.ID)
+		w.field("name", kc.Name)
+		w.close()
+		w.key("owner_only")
+		w.raw(strconv.FormatBool(ownerOnly))
+		w.key("role")
+		w.open()
+		w.field("id", r.ID)
+		w.field("name", r.Name)
+		w.close()
+		w.field("scope", scope)
+		w.field("via", "role")
+		w.close()
+	}
+}
+
 func (l *layout) writeRoutes(w *jsonWriter) {
 	type bucketKey struct{ service, method, n string }
 	buckets := map[string]map[string]map[string][]model.Route{}
@@ -467,4 +533,10 @@ func sortedBy[T any](s []T, id func(T) string) []T {
 	out := slices.Clone(s)
 	sort.Slice(out, func(i, j int) bool { return id(out[i]) < id(out[j]) })
 	return out
+}
+
+// hasSorted reports whether a sorted list holds v.
+func hasSorted(list []string, v string) bool {
+	_, found := slices.BinarySearch(list, v)
+	return found
 }

@@ -430,27 +430,31 @@ _applies(1) if _owns
 
 _key_ref := {"id": _key_id, "name": db.keys[_key_id].name}
 
+# The role grant paths are precomputed per role set and key (docs/data-layout.md): a lookup, no walk.
 _grant_set contains g if {
 	db.provider_admins[_user]
-	some g in _role_grants(db.system_roles["Provider Admin"], 0, {"scope": "provider"})
+	some g in db.provider_grants[_key_id]
 }
 
 _grant_set contains {"via": "owner", "key": _key_ref, "owner_only": false} if _owner_deletes_org
 
 _grant_set contains g if {
 	not _delete_org
-	some g in _roleset_grants(db.orgs[input.org].members[_user], {"scope": "organization"})
+	some g in db.rolesets[db.orgs[input.org].members[_user]].grants[_key_id]
+	_grant_applies(g)
 }
 
-_grant_set contains g if {
+_grant_set contains object.union(g, {"team": _res.id}) if {
 	not _delete_org
 	_res.type == "team"
-	some g in _roleset_grants(db.teams[_res.id].roles[_user], {"scope": "team", "team": _res.id})
+	some g in db.rolesets[db.teams[_res.id].roles[_user]].grants[_key_id]
+	_grant_applies(g)
 }
 
-_grant_set contains g if {
+_grant_set contains object.union(g, {"workspace": _ws_id}) if {
 	not _delete_org
-	some g in _roleset_grants(db.workspaces[_ws_id].roles[_user], {"scope": "workspace", "workspace": _ws_id})
+	some g in db.rolesets[db.workspaces[_ws_id].roles[_user]].grants[_key_id]
+	_grant_applies(g)
 }
 
 _grant_set contains {"via": "collaborator", "workspace": _ws_id, "key": _key_ref, "owner_only": _collab_level == 1} if {
@@ -463,32 +467,12 @@ _grant_set contains {"via": "public_design", "design": _res.id, "key": _key_ref,
 	_public_design
 }
 
-# The grants of the roles of a role set that hold the key and apply.
-_roleset_grants(rs, extra) := {g |
-	some role, _ in db.rolesets[rs].roles
-	level := db.roles[role].keys[_key_id]
-	_applies(level)
-	some g in _role_grants(role, level, extra)
-}
+_grant_applies(g) if g.owner_only == false
 
-# One grant per keychain of the role holding the key (a Provider Admin may hold keys outside them).
-_role_grants(role, level, extra) := {object.union(extra, {
-	"via": "role",
-	"role": {"id": role, "name": db.roles[role].name},
-	"keychain": keychain,
-	"key": _key_ref,
-	"owner_only": level == 1,
-}) |
-	some keychain in _keychains(role)
+_grant_applies(g) if {
+	g.owner_only == true
+	_owns
 }
-
-_keychains(role) := kcs if {
-	kcs := [{"id": kc, "name": db.keychains[kc].name} |
-		some kc in db.roles[role].keychains
-		db.keychains[kc].keys[_key_id]
-	]
-	count(kcs) > 0
-} else := [{"id": "", "name": ""}]
 
 # ---------------------------------------------------------------------------
 # keys / key_grants: the owner holds Delete Organization without a role; nobody else does.

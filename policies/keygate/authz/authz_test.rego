@@ -9,6 +9,14 @@ now := 2000000000000000000
 
 db(tc) := object.union(fixture.db, object.get(tc, "patch", {}))
 
+# The Team Admin role's grant path for Edit Team, made owner-only by the cases that patch it so.
+_team_admin_edit_team := {
+	"via": "role", "scope": "team", "owner_only": true,
+	"role": {"id": "r-team-admin", "name": "Team Admin"},
+	"keychain": {"id": "kc-team-admin", "name": "Team Administration"},
+	"key": {"id": "k-edit-team", "name": "Edit Team"},
+}
+
 # Optional expectations: a case checks a field only when it names it.
 expect(tc, field, _) if not field in object.keys(tc)
 
@@ -173,7 +181,14 @@ cases := [
 	{
 		"note": "provider admin holds a key none of its keychains holds",
 		"input": {"user": "victor", "org": "org-a", "key": "Extra"},
-		"patch": {"keys": {"k-extra": {"name": "Extra", "category": "X", "function": "update"}}, "key_ids": {"Extra": "k-extra"}},
+		# The compiler lists every key under provider_grants; one outside the role's keychains has an empty keychain.
+		"patch": {
+			"keys": {"k-extra": {"name": "Extra", "category": "X", "function": "update"}}, "key_ids": {"Extra": "k-extra"},
+			"provider_grants": {"k-extra": [{
+				"via": "role", "scope": "provider", "role": {"id": "r-provider-admin", "name": "Provider Admin"},
+				"keychain": {"id": "", "name": ""}, "key": {"id": "k-extra", "name": "Extra"}, "owner_only": false,
+			}]},
+		},
 		"allow": true, "reasons": [],
 		"grants": [{
 			"via": "role", "scope": "provider", "role": {"id": "r-provider-admin", "name": "Provider Admin"},
@@ -328,7 +343,7 @@ cases := [
 		"input": {"user": "tom", "org": "org-a", "key": "Edit Team", "resource": {"type": "team", "id": "t-a2"}},
 		"patch": {
 			"teams": {"t-a2": {"roles": {"tom": "9"}}},
-			"rolesets": {"9": {"roles": {"r-team-admin": true}, "keys": {"k-edit-team": 1}}},
+			"rolesets": {"9": {"roles": {"r-team-admin": true}, "keys": {"k-edit-team": 1}, "grants": {"k-edit-team": [_team_admin_edit_team]}}},
 			"roles": {"r-team-admin": {"keys": {"k-edit-team": 1}}},
 		},
 		"allow": true, "reasons": [],
@@ -337,7 +352,7 @@ cases := [
 		"note": "owner-only team role key denied to others",
 		"input": {"user": "tina", "org": "org-a", "key": "Edit Team", "resource": {"type": "team", "id": "t-a1"}},
 		"patch": {
-			"rolesets": {"6": {"keys": {"k-edit-team": 1}}},
+			"rolesets": {"6": {"keys": {"k-edit-team": 1}, "grants": {"k-edit-team": [_team_admin_edit_team]}}},
 			"roles": {"r-team-admin": {"keys": {"k-edit-team": 1}}},
 		},
 		"allow": false, "reasons": ["owner_only"],
@@ -346,7 +361,12 @@ cases := [
 		"note": "owner-only workspace role key denied to others",
 		"input": {"user": "wendy", "org": "org-a", "key": "Edit Workspace", "resource": {"type": "workspace", "id": "w-a1"}},
 		"patch": {
-			"rolesets": {"8": {"keys": {"k-edit-workspace": 1}}},
+			"rolesets": {"8": {"keys": {"k-edit-workspace": 1}, "grants": {"k-edit-workspace": [{
+				"via": "role", "scope": "workspace", "owner_only": true,
+				"role": {"id": "r-ws-admin", "name": "Workspace Admin"},
+				"keychain": {"id": "kc-workspace-admin", "name": "Workspace Administration"},
+				"key": {"id": "k-edit-workspace", "name": "Edit Workspace"},
+			}]}}},
 			"roles": {"r-ws-admin": {"keys": {"k-edit-workspace": 1}}},
 		},
 		"allow": false, "reasons": ["owner_only"],
