@@ -3,7 +3,11 @@ package engine_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"net"
 	"net/http"
@@ -119,6 +123,41 @@ func TestDemoDecisions(t *testing.T) {
 	}
 }
 
+// startOPAServer runs a stock `opa run --server` with the given arguments until the test ends and waits until
+// its bundles are active; it returns the server's address.
+func startOPAServer(t *testing.T, args ...string) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, opaBinary(t), append([]string{"run", "--server", "--addr", addr, "--log-level", "error"}, args...)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); _ = cmd.Wait() })
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		resp, err := http.Get("http://" + addr + "/health?bundles")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return addr
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("opa did not become healthy: %s", stderr.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
 // opaBinary returns the path of the opa pinned in go.mod (built by go tool if needed), so the test runs
 // the opa process itself rather than a go wrapper around it.
 func opaBinary(t *testing.T) string {
@@ -145,37 +184,7 @@ func TestStockOPAServerAnswersTheSame(t *testing.T) {
 	if err := os.WriteFile(path, out.Data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	cmd := exec.CommandContext(ctx, opaBinary(t), "run", "--server", "--addr", addr, "--bundle", path, "--log-level", "error")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cancel(); _ = cmd.Wait() }()
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		resp, err := http.Get("http://" + addr + "/health?bundles")
-		if err == nil && resp.StatusCode == 200 {
-			resp.Body.Close()
-			break
-		}
-		if err == nil {
-			resp.Body.Close()
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("opa did not become healthy: %s", stderr.String())
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	addr := startOPAServer(t, "--bundle", path)
 	b, _ := engine.Read(out.Data, engine.Verification{})
 	eng, err := engine.New(context.Background(), b)
 	if err != nil {
@@ -212,4 +221,82 @@ func TestStockOPAServerAnswersTheSame(t *testing.T) {
 			t.Errorf("%s: opa and keygate differ:\nopa     %s\nkeygate %s", tc.note, gj, wj)
 		}
 	}
+}
+
+// TestStockOPAVerifiesSignedBundles: a bundle signed by keygate build is accepted by a stock `opa eval -b`
+// given the public key, and rejected with another key.
+func TestStockOPAVerifiesSignedBundles(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs opa")
+	}
+	t.Parallel()
+	dir := t.TempDir()
+	priv, pub, other := rsaKeyFiles(t, dir)
+	snap, err := catalog.DemoWithRoutes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := catalog.Resolve(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := os.ReadFile(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := compiler.Build(m, compiler.Options{SigningKey: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "bundle.tar.gz")
+	if err := os.WriteFile(path, out.Data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	addr := startOPAServer(t, "--bundle", path, "--verification-key", pub, "--verification-key-id", "keygate")
+	resp, err := http.Post("http://"+addr+"/v1/data/keygate/authz/allow", "application/json",
+		bytes.NewReader([]byte(`{"input": {"user": "u-alice", "org": "org-layer5", "key": "View All Teams"}}`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Result bool `json:"result"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&got)
+	resp.Body.Close()
+	if err != nil || !got.Result {
+		t.Fatalf("opa with the right key answered %+v (%v)", got, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	bad, err := exec.CommandContext(ctx, opaBinary(t), "run", "--server", "--addr", "127.0.0.1:0", "--bundle", path,
+		"--verification-key", other, "--verification-key-id", "keygate").CombinedOutput()
+	if err == nil || !bytes.Contains(bad, []byte("verif")) {
+		t.Fatalf("opa did not refuse the bundle with another key: %v: %s", err, bad)
+	}
+}
+
+// rsaKeyFiles writes an RSA private key, its public key and an unrelated public key as PEM files.
+func rsaKeyFiles(t *testing.T, dir string) (priv, pub, other string) {
+	t.Helper()
+	write := func(name string, block *pem.Block) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, pem.EncodeToMemory(block), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	keys := make([]*rsa.PrivateKey, 2)
+	for i := range keys {
+		k, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys[i] = k
+	}
+	der, _ := x509.MarshalPKCS8PrivateKey(keys[0])
+	pubDER, _ := x509.MarshalPKIXPublicKey(&keys[0].PublicKey)
+	otherDER, _ := x509.MarshalPKIXPublicKey(&keys[1].PublicKey)
+	return write("priv.pem", &pem.Block{Type: "PRIVATE KEY", Bytes: der}),
+		write("pub.pem", &pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}),
+		write("other.pem", &pem.Block{Type: "PUBLIC KEY", Bytes: otherDER})
 }
