@@ -47,7 +47,7 @@ type Config struct {
 	// goroutines; inline saves a hand-off).
 	EvalOnPool bool `yaml:"eval_on_pool"`
 	// Workers is the number of long-lived evaluation goroutines (data API, and Checks with EvalOnPool); gRPC
-	// serves streams on 4 x Workers reused goroutines. Default GOMAXPROCS.
+	// serves streams on max(64, 16 x Workers) reused goroutines. Default GOMAXPROCS.
 	Workers int `yaml:"workers"`
 	// ShutdownTimeout bounds the graceful stop of the gRPC and HTTP servers. Default 10s.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`

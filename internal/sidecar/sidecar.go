@@ -110,7 +110,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Sidecar, err 
 	}
 	// Streams are served on a fixed set of reused goroutines: their stacks have grown to what OPA's evaluator
 	// needs, so a Check evaluates inline without growing a fresh goroutine's stack or a hand-off.
-	s.grpcServer = grpc.NewServer(grpc.NumStreamWorkers(uint32(4 * cfg.Workers)))
+	s.grpcServer = grpc.NewServer(grpc.NumStreamWorkers(uint32(max(64, 16*cfg.Workers))))
 	authv3.RegisterAuthorizationServer(s.grpcServer, s)
 	healthpb.RegisterHealthServer(s.grpcServer, s.health)
 	reflection.Register(s.grpcServer)
