@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -77,10 +79,11 @@ func TestDatabaseCommands(t *testing.T) {
 		if !found {
 			t.Fatalf("imported key not in the snapshot")
 		}
-		err = importKeysToDatabase(ctx, db, model.Snapshot{Keys: []model.Key{key}, Roles: []model.Role{{Name: "Organization Admin"}}})
-		var ee *exitError
-		if !errors.As(err, &ee) || ee.code != 2 || !strings.Contains(err.Error(), "keys only") {
-			t.Fatalf("import with grants: %v, want a usage error", err)
+		// A catalogue that does not validate (a keychain naming an unknown key) is refused, nothing written.
+		err = importKeysToDatabase(ctx, db, model.Snapshot{Keychains: []model.Keychain{{ID: "kc-x", Name: "X", Keys: []string{"no such key"}}}})
+		var ve *model.ValidationError
+		if !errors.As(err, &ve) {
+			t.Fatalf("import of a bad catalogue: %v, want a validation error", err)
 		}
 	})
 }
@@ -96,5 +99,33 @@ func TestDatabaseCommandsNeedAURL(t *testing.T) {
 		if code := run(context.Background(), args, &out, &errb); code != 2 || !strings.Contains(errb.String(), "--database-url") {
 			t.Errorf("keygate %v: exit %d %q, want 2 naming --database-url", args, code, errb.String())
 		}
+	}
+}
+
+// TestImportKeysIntoTheDatabase: the public catalogue (keys, grants, keychains) goes into a database holding the
+// demo, which keeps its data; the imported grants then decide.
+func TestImportKeysIntoTheDatabase(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join("..", "..", "..", "shared", "data")
+	if _, err := os.Stat(dir); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("public catalogue not found: %v", err)
+		}
+		t.Skipf("public catalogue not found: %v", err)
+	}
+	db := testDatabaseURL(t)
+	runOK(t, "migrate", "--database-url", db)
+	runOK(t, "db", "load", "--database-url", db)
+	if out := runOK(t, "import-keys", dir, "--database-url", db); !strings.Contains(out, "imported 466 keys, 1112 grants") {
+		t.Errorf("import-keys: %q", out)
+	}
+	// The demo's data is still there, and a key only the public catalogue has resolves.
+	code, stdout, stderr := runCmd(t, "check", "--database-url", db, "--user", "u-alice", "--org", "org-layer5", "--key", "View All Teams")
+	if code != 0 {
+		t.Fatalf("demo decision after the import: exit %d: %s %s", code, stdout, stderr)
+	}
+	code, stdout, _ = runCmd(t, "check", "--database-url", db, "--user", "u-heidi", "--org", "org-layer5", "--key", "Manage Subscriptions")
+	if !strings.Contains(stdout, "01462c43-dfa8-4a5e-805a-267c9b0ec7ec") {
+		t.Errorf("the imported key does not resolve (exit %d): %s", code, stdout)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/keygate/keygate/internal/catalog"
 	"github.com/keygate/keygate/internal/model"
 	"github.com/keygate/keygate/internal/store"
 )
@@ -22,12 +23,9 @@ func databaseSnapshot(ctx context.Context, url string) (model.Snapshot, error) {
 // schema first). Only keys go in: role grants and keychains (from --grants / --keychains) are data that
 // `keygate db load` replaces wholesale, so rather than drop them silently the import is refused (bad usage)
 // when there are any; import them into a seed file with -o and `keygate db load --seed` it instead.
+// importKeysToDatabase writes an imported catalogue into the database: keys only (store.ImportKeys), or with
+// its keychains and role grants merged into the stored model in one locked transaction (store.ImportCatalogue).
 func importKeysToDatabase(ctx context.Context, url string, snap model.Snapshot) error {
-	if len(snap.Roles) > 0 || len(snap.Keychains) > 0 {
-		return usageErr("--database-url imports keys only, and the catalogue has %d roles with grants and %d keychains "+
-			"(from --grants/--keychains or DIR): give only --keys to import the keys into the database, or write "+
-			"everything to a seed file with -o and load it with `keygate db load --seed FILE`", len(snap.Roles), len(snap.Keychains))
-	}
 	pool, err := store.Open(ctx, url)
 	if err != nil {
 		return err
@@ -36,7 +34,13 @@ func importKeysToDatabase(ctx context.Context, url string, snap model.Snapshot) 
 	if err := store.Migrate(ctx, pool); err != nil {
 		return err
 	}
-	if err := store.ImportKeys(ctx, pool, snap.Keys); err != nil {
+	if len(snap.Roles) == 0 && len(snap.Keychains) == 0 {
+		if err := store.ImportKeys(ctx, pool, snap.Keys); err != nil {
+			return fmt.Errorf("database import: %w", err)
+		}
+		return nil
+	}
+	if err := store.ImportCatalogue(ctx, pool, catalog.Builtin(), snap); err != nil {
 		return fmt.Errorf("database import: %w", err)
 	}
 	return nil

@@ -53,11 +53,11 @@ func Schema(tb testing.TB, prefix string) (schema, dsn, url string) {
 	return schema, dsn, dsn + sep + "search_path=" + schema
 }
 
-// Pool returns a pool whose connections work in a fresh schema, closed when the test ends, and the test
-// database's URL (without the schema: LISTEN/NOTIFY is per database).
+// Pool returns a pool whose connections work in a fresh schema, closed when the test ends, and the URL of
+// that schema (what a watcher or a keygate process is given).
 func Pool(tb testing.TB, prefix string) (*pgxpool.Pool, string) {
 	tb.Helper()
-	schema, dsn, _ := Schema(tb, prefix)
+	schema, dsn, url := Schema(tb, prefix)
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		tb.Fatalf("parsing %s: %v", Env, err)
@@ -69,7 +69,7 @@ func Pool(tb testing.TB, prefix string) (*pgxpool.Pool, string) {
 		tb.Fatalf("connecting: %v", err)
 	}
 	tb.Cleanup(pool.Close)
-	return pool, dsn
+	return pool, url
 }
 
 func exec(dsn, sql string) error {

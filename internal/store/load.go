@@ -467,3 +467,99 @@ func joinIdents(names []string) string {
 	}
 	return out
 }
+
+// ImportCatalogue merges an imported catalogue (importer.Import: system keys, keychains, roles and extensions
+// of the default roles) into the access model held in the database, in one transaction that holds every table
+// locked, so no concurrent change is lost: the current model is read, the catalogue merged over it (keys,
+// keychains and roles with the same id replaced; a default role's extension added to), validated like a Load and
+// written back. Everything else stays as it was; importing the same catalogue again changes nothing.
+func ImportCatalogue(ctx context.Context, pool *pgxpool.Pool, builtin, catalogue model.Snapshot) error {
+	base, err := model.Resolve(builtin, model.Snapshot{})
+	if err != nil {
+		return fmt.Errorf("resolving the built-in catalogue: %w", err)
+	}
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("importing the catalogue: %w", err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	if _, err := tx.Exec(ctx, "LOCK TABLE keys, "+joinIdents(dataTables)+" IN ACCESS EXCLUSIVE MODE"); err != nil {
+		return fmt.Errorf("locking tables: %w", err)
+	}
+	current, err := readSnapshot(ctx, tx)
+	if err != nil {
+		return fmt.Errorf("importing the catalogue: %w", err)
+	}
+	data := mergeCatalogue(current, catalogue)
+	imported, err := importedKeys(ctx, tx, builtin, data)
+	if err != nil {
+		return err
+	}
+	m, err := model.Resolve(builtin, model.Merge(model.Snapshot{Keys: imported}, data))
+	if err != nil {
+		return fmt.Errorf("importing the catalogue: %w", err)
+	}
+	if err := writeModel(ctx, tx, base, m, len(builtin.Routes)); err != nil {
+		return err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("committing the catalogue: %w", err)
+	}
+	return nil
+}
+
+// mergeCatalogue returns current with the catalogue's keys, keychains and roles merged in.
+func mergeCatalogue(current, cat model.Snapshot) model.Snapshot {
+	out := current
+	out.Keys = replaceByID(current.Keys, cat.Keys, func(k model.Key) string { return k.ID })
+	out.Keychains = replaceByID(current.Keychains, cat.Keychains, func(k model.Keychain) string { return k.ID })
+	var withID, extensions []model.Role
+	for _, r := range cat.Roles {
+		if r.ID == "" {
+			extensions = append(extensions, r)
+		} else {
+			withID = append(withID, r)
+		}
+	}
+	out.Roles = replaceByID(current.Roles, withID, func(r model.Role) string { return r.ID })
+	for _, ext := range extensions {
+		i := slices.IndexFunc(out.Roles, func(r model.Role) bool { return r.ID == "" && r.Org == "" && r.Name == ext.Name })
+		if i < 0 {
+			out.Roles = append(out.Roles, ext)
+			continue
+		}
+		r := out.Roles[i]
+		r.Keychains = unionStrings(r.Keychains, ext.Keychains)
+		r.OwnerOnly = unionStrings(r.OwnerOnly, ext.OwnerOnly)
+		out.Roles[i] = r
+	}
+	return out
+}
+
+// replaceByID returns list with each of add replacing the entry of the same id, or appended.
+func replaceByID[T any](list, add []T, id func(T) string) []T {
+	out := slices.Clone(list)
+	at := make(map[string]int, len(out))
+	for i, e := range out {
+		at[id(e)] = i
+	}
+	for _, e := range add {
+		if i, ok := at[id(e)]; ok {
+			out[i] = e
+			continue
+		}
+		at[id(e)] = len(out)
+		out = append(out, e)
+	}
+	return out
+}
+
+func unionStrings(a, b []string) []string {
+	out := slices.Clone(a)
+	for _, s := range b {
+		if !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}

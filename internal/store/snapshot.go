@@ -33,6 +33,18 @@ func Snapshot(ctx context.Context, pool *pgxpool.Pool) (model.Snapshot, error) {
 	if _, err := tx.Exec(ctx, "SET LOCAL work_mem = '64MB'"); err != nil {
 		return model.Snapshot{}, fmt.Errorf("reading snapshot: %w", err)
 	}
+	s, err := readSnapshot(ctx, tx)
+	if err != nil {
+		return model.Snapshot{}, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return model.Snapshot{}, fmt.Errorf("reading snapshot: %w", err)
+	}
+	return s, nil
+}
+
+// readSnapshot reads the whole model in tx (whose caller holds the locks it needs).
+func readSnapshot(ctx context.Context, tx pgx.Tx) (model.Snapshot, error) {
 	r := &reader{tx: tx}
 	var s model.Snapshot
 	steps := []struct {
@@ -55,9 +67,6 @@ func Snapshot(ctx context.Context, pool *pgxpool.Pool) (model.Snapshot, error) {
 		if err := st.read(ctx, &s); err != nil {
 			return model.Snapshot{}, fmt.Errorf("reading %s: %w", st.what, err)
 		}
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return model.Snapshot{}, fmt.Errorf("reading snapshot: %w", err)
 	}
 	return s, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -219,6 +220,12 @@ func (w *Watcher) session(ctx context.Context, signal func(), connected func()) 
 	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{ChangeChannel}.Sanitize()); err != nil {
 		return fmt.Errorf("listening: %w", err)
 	}
+	// Notifications are database-wide and name "schema.table": only this connection's schema (its search_path,
+	// where keygate's tables are) concerns this watcher.
+	var schema string
+	if err := conn.QueryRow(ctx, "SELECT current_schema()").Scan(&schema); err != nil {
+		return fmt.Errorf("reading the current schema: %w", err)
+	}
 	connected()
 	w.pid.Store(conn.PgConn().PID())
 	w.cfg.Logger.InfoContext(ctx, "listening for changes", "channel", ChangeChannel, "pid", conn.PgConn().PID())
@@ -229,6 +236,9 @@ func (w *Watcher) session(ctx context.Context, signal func(), connected func()) 
 		cancel()
 		switch {
 		case err == nil:
+			if notified, _, qualified := strings.Cut(n.Payload, "."); qualified && notified != schema {
+				continue // another schema's change
+			}
 			w.cfg.Logger.DebugContext(ctx, "change notified", "table", n.Payload)
 			signal()
 		case ctx.Err() != nil:

@@ -163,3 +163,24 @@ func TestWatchRebuildTick(t *testing.T) {
 		waitCall(t, calls, 2*time.Second, "by the rebuild tick")
 	}
 }
+
+func TestWatchIgnoresOtherSchemas(t *testing.T) {
+	ctx := context.Background()
+	pool, url := migratedPool(t)
+	other, _ := migratedPool(t)
+	_, calls := startWatcher(t, Config{DatabaseURL: url, Debounce: 20 * time.Millisecond, Rebuild: -1})
+	waitCall(t, calls, 5*time.Second, "after connecting")
+	quiet(calls, 300*time.Millisecond)
+	if _, err := other.Exec(ctx, `INSERT INTO users (id) VALUES ('u-elsewhere')`); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-calls:
+		t.Fatal("a change in another schema woke the watcher")
+	case <-time.After(500 * time.Millisecond):
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO users (id) VALUES ('u-here')`); err != nil {
+		t.Fatal(err)
+	}
+	waitCall(t, calls, 5*time.Second, "after a change in its own schema")
+}
