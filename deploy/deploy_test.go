@@ -910,3 +910,30 @@ func TestAlertsAreCompleteAndUnitTested(t *testing.T) {
 		}
 	}
 }
+
+// TestDocumentedMetricsAreExported closes the chain rules/panels -> docs/metrics.md -> binaries: every metric
+// the binaries register (their Name: "keygate_..." options) is documented, and every documented one is registered.
+func TestDocumentedMetricsAreExported(t *testing.T) {
+	docs := parseMetricsDoc(t)
+	name := regexp.MustCompile(`Name:\s*"(keygate_[a-z0-9_]+)"`)
+	exported := map[string]string{}
+	for _, src := range []string{"../internal/sidecar/metrics.go", "../internal/bundleserver/metrics.go"} {
+		data, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range name.FindAllStringSubmatch(string(data), -1) {
+			exported[m[1]] = src
+		}
+	}
+	for n, src := range exported {
+		if _, ok := docs[n]; !ok {
+			t.Errorf("%s registers %s, which docs/metrics.md does not document", src, n)
+		}
+	}
+	for n := range docs {
+		if _, ok := exported[n]; !ok {
+			t.Errorf("docs/metrics.md documents %s, which no binary registers", n)
+		}
+	}
+}
