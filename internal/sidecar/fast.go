@@ -181,7 +181,8 @@ func (f *fastPath) input(id envoyauth.Identity, route *fastRoute, org, resID str
 	return obj
 }
 
-// allowed is the Decision the full policy gives an allowed request.
+// allowedDecision is the Decision the full policy gives an allowed request, as far as the CheckResponse and the
+// logs use it (the x-keygate-user and x-keygate-org headers are made from User and Org).
 func allowedDecision(id envoyauth.Identity, route *fastRoute, org string) envoyauth.Decision {
 	return envoyauth.Decision{
 		Allowed:    true,
@@ -191,6 +192,5 @@ func allowedDecision(id envoyauth.Identity, route *fastRoute, org string) envoya
 		Key:        route.key,
 		KeyName:    route.keyName,
 		Route:      route.pattern,
-		Headers:    map[string]string{"x-keygate-user": id.User, "x-keygate-org": org},
 	}
 }

@@ -14,6 +14,7 @@ type metrics struct {
 
 	checkAllow, checkDeny, checkError prometheus.Observer
 	decisions                         *prometheus.CounterVec
+	allowed                           prometheus.Counter // decisions{result="allow",reason="none"}, the hot one
 	activations                       *prometheus.CounterVec
 	bundleInfo                        *prometheus.GaugeVec
 	activatedAt                       prometheus.Gauge
@@ -80,9 +81,14 @@ func newMetrics() *metrics {
 	for _, r := range identity.Reasons {
 		m.jwtFailures.WithLabelValues(string(r))
 	}
+	m.allowed = m.decisions.WithLabelValues("allow", envoyauth.ReasonNone)
 	return m
 }
 
 func (m *metrics) decision(result, reason string) {
+	if result == "allow" && reason == "" {
+		m.allowed.Inc()
+		return
+	}
 	m.decisions.WithLabelValues(result, envoyauth.MetricReason(reason)).Inc()
 }

@@ -36,26 +36,6 @@ default allow := false
 # Fast paths: an unrestricted org-role grant (most requests), written out in one body each so the hot
 # path is a handful of lookups. Same semantics as the general path (tested: allow == decision.allow).
 allow if {
-	not input.token
-	not input.resource
-	user := input.user
-	not db.deleted[user]
-	key := db.key_ids[input.key]
-	db.rolesets[db.orgs[input.org].members[user]].keys[key] == 0
-	key != _delete_key
-}
-
-allow if {
-	not input.token
-	user := input.user
-	not db.deleted[user]
-	key := db.key_ids[input.key]
-	db.rolesets[db.orgs[input.org].members[user]].keys[key] == 0
-	key != _delete_key
-	_fast_resource_in_org
-}
-
-allow if {
 	token := db.tokens[input.token]
 	token.revoked == false
 	token.expires_ns == 0
@@ -64,7 +44,7 @@ allow if {
 	not db.deleted[user]
 	key := db.key_ids[input.key]
 	db.rolesets[db.orgs[input.org].members[user]].keys[key] == 0
-	key != _delete_key
+	key != db.key_ids["Delete Organization"] # always in the built-in catalogue
 	_fast_resource_ok
 }
 
@@ -77,8 +57,28 @@ allow if {
 	not db.deleted[user]
 	key := db.key_ids[input.key]
 	db.rolesets[db.orgs[input.org].members[user]].keys[key] == 0
-	key != _delete_key
+	key != db.key_ids["Delete Organization"] # always in the built-in catalogue
 	_fast_resource_ok
+}
+
+allow if {
+	not input.token
+	not input.resource
+	user := input.user
+	not db.deleted[user]
+	key := db.key_ids[input.key]
+	db.rolesets[db.orgs[input.org].members[user]].keys[key] == 0
+	key != db.key_ids["Delete Organization"] # always in the built-in catalogue
+}
+
+allow if {
+	not input.token
+	user := input.user
+	not db.deleted[user]
+	key := db.key_ids[input.key]
+	db.rolesets[db.orgs[input.org].members[user]].keys[key] == 0
+	key != db.key_ids["Delete Organization"] # always in the built-in catalogue
+	_fast_resource_in_org
 }
 
 _fast_resource_ok if not input.resource
