@@ -40,12 +40,25 @@ allow if {
 	token.revoked == false
 	token.expires_ns == 0
 	user := token.user
-	object.get(input, "user", user) == user
+	input.user == user
+	not input.resource
 	not db.deleted[user]
 	key := db.key_ids[input.key]
 	db.rolesets[db.orgs[input.org].members[user]].keys[key] == 0
 	key != db.key_ids["Delete Organization"] # always in the built-in catalogue
-	_fast_resource_ok
+}
+
+allow if {
+	token := db.tokens[input.token]
+	token.revoked == false
+	token.expires_ns == 0
+	user := token.user
+	input.user == user
+	not db.deleted[user]
+	key := db.key_ids[input.key]
+	db.rolesets[db.orgs[input.org].members[user]].keys[key] == 0
+	key != db.key_ids["Delete Organization"] # always in the built-in catalogue
+	_fast_resource_in_org
 }
 
 allow if {
