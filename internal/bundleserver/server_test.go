@@ -121,8 +121,7 @@ func do(t testing.TB, method, url string, headers map[string]string) (*http.Resp
 
 func demoRevision(t testing.TB) string {
 	t.Helper()
-	snap, _ := catalog.DemoWithRoutes()
-	m, err := catalog.Resolve(snap)
+	m, err := catalog.DemoModel()
 	if err != nil {
 		t.Fatal(err)
 	}

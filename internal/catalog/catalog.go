@@ -52,3 +52,12 @@ func DemoWithRoutes() (model.Snapshot, error) {
 	}
 	return model.Merge(demo, routes), nil
 }
+
+// DemoModel is the demo dataset with the identity API route table, validated against the built-in catalogue.
+func DemoModel() (*model.Model, error) {
+	demo, err := DemoWithRoutes()
+	if err != nil {
+		return nil, err
+	}
+	return Resolve(demo)
+}

@@ -26,11 +26,7 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
 func demoModel(t testing.TB) *model.Model {
 	t.Helper()
-	snap, err := catalog.DemoWithRoutes()
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := catalog.Resolve(snap)
+	m, err := catalog.DemoModel()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -62,17 +62,13 @@ var demoCases = []decisionCase{
 	{"deleted actor denied", engine.AssignDecision, map[string]any{"actor": "u-trent", "action": "assign", "role": "User", "user": "u-heidi", "org": "org-layer5"}, false, []string{"actor_deleted"}},
 }
 
-func demoBundle(t testing.TB) *compiler.Bundle {
+func demoBundle(t testing.TB, opts compiler.Options) *compiler.Bundle {
 	t.Helper()
-	snap, err := catalog.DemoWithRoutes()
+	m, err := catalog.DemoModel()
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := catalog.Resolve(snap)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := compiler.Build(m, compiler.Options{})
+	out, err := compiler.Build(m, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +88,7 @@ func reasonsOf(v any) []string {
 // TestDemoDecisions loads the built demo bundle with the real policies through OPA's rego package.
 func TestDemoDecisions(t *testing.T) {
 	t.Parallel()
-	b, err := engine.Read(demoBundle(t).Data, engine.Verification{})
+	b, err := engine.Read(demoBundle(t, compiler.Options{}).Data, engine.Verification{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +175,7 @@ func TestStockOPAServerAnswersTheSame(t *testing.T) {
 		t.Skip("starts opa")
 	}
 	t.Parallel()
-	out := demoBundle(t)
+	out := demoBundle(t, compiler.Options{})
 	path := filepath.Join(t.TempDir(), "bundle.tar.gz")
 	if err := os.WriteFile(path, out.Data, 0o644); err != nil {
 		t.Fatal(err)
@@ -232,22 +228,11 @@ func TestStockOPAVerifiesSignedBundles(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	priv, pub, other := rsaKeyFiles(t, dir)
-	snap, err := catalog.DemoWithRoutes()
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := catalog.Resolve(snap)
-	if err != nil {
-		t.Fatal(err)
-	}
 	key, err := os.ReadFile(priv)
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := compiler.Build(m, compiler.Options{SigningKey: key})
-	if err != nil {
-		t.Fatal(err)
-	}
+	out := demoBundle(t, compiler.Options{SigningKey: key})
 	path := filepath.Join(dir, "bundle.tar.gz")
 	if err := os.WriteFile(path, out.Data, 0o644); err != nil {
 		t.Fatal(err)
