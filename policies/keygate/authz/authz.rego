@@ -153,7 +153,19 @@ else := [_denial]
 # description: Every path that grants the key and applies; empty when denied.
 default grants := []
 
-grants := sort(_grant_set) if _valid
+# Fast path: a user (no token) asking without a resource, not a Provider Admin, for a key other than Delete
+# Organization: the org role set is the only source, and owner-only grants cannot apply. Same list as the
+# general path (tested: every case's grants).
+grants := sort([g |
+	some g in db.rolesets[db.orgs[input.org].members[input.user]].grants[db.key_ids[input.key]]
+	g.owner_only == false
+]) if {
+	not input.token
+	not input.resource
+	not db.deleted[input.user]
+	not db.provider_admins[input.user]
+	db.key_ids[input.key] != db.key_ids["Delete Organization"]
+} else := sort(_grant_set) if _valid
 
 # METADATA
 # title: Keys of the subject in the org
