@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/keygate/keygate/internal/envoyauth"
 )
 
 // decisionEntry is one decision log record.
@@ -15,8 +17,11 @@ type decisionEntry struct {
 	Time     time.Time
 	Path     string // the decision's path (data.keygate.envoy.response, ...)
 	Revision string
-	Input    ast.Value // nil for denials made before evaluation
-	Result   string    // allow, deny, dry_run
+	Input    ast.Value // the data API's input
+	// Request is the Check the decision was made on (nil when it could not be read); its input document is
+	// built here, on the log's goroutine, not on the Check's.
+	Request  *envoyauth.Request
+	Result   string // allow, deny, dry_run
 	Reason   string
 	Status   int
 	User     string
@@ -76,6 +81,9 @@ func (l *decisionLog) run() {
 			if kv[1] != "" {
 				attrs = append(attrs, slog.String(kv[0], kv[1]))
 			}
+		}
+		if e.Request != nil {
+			e.Input = e.Request.Input()
 		}
 		if e.Input != nil {
 			attrs = append(attrs, slog.String("input", e.Input.String()))

@@ -257,9 +257,7 @@ func (s *Sidecar) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.
 		e := decisionEntry{ID: id, Time: start, Path: PathEnvoyResponse, Revision: s.Revision(), Result: result,
 			Reason: d.Reason, Status: d.HTTPStatus, User: d.User, Org: d.Org, Key: d.Key, Route: d.Route,
 			Duration: elapsed}
-		if input != nil {
-			e.Input = input.Input()
-		}
+		e.Request = input // the Check is done with it: the log builds its input document
 		s.logs.log(e)
 	}
 	return resp, nil
