@@ -28,7 +28,8 @@ decision := {
 } if {
 	# Fast path: a user asking without a resource, through an unrestricted org role, not a Provider Admin, for
 	# a key other than Delete Organization: allow's first body, and the org role set is the only grant source.
-	# Same object as the general one (tested: every case).
+	# Same object as the general one (tested: every case). Written out rather than through grants' fast path
+	# (same conditions): the rule calls cost this path ~40% (engine BenchmarkDecision); keep the two in step.
 	not input.token
 	not input.resource
 	not db.deleted[input.user]
@@ -174,7 +175,7 @@ default grants := []
 
 # Fast path: a user (no token) asking without a resource, not a Provider Admin, for a key other than Delete
 # Organization: the org role set is the only source, and owner-only grants cannot apply. Same list as the
-# general path (tested: every case's grants).
+# general path (tested: every case's grants). decision's fast path repeats these conditions inline.
 grants := sort([g |
 	some g in db.rolesets[db.orgs[input.org].members[input.user]].grants[db.key_ids[input.key]]
 	g.owner_only == false

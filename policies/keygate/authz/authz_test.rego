@@ -50,6 +50,31 @@ cases := [
 		"allow": false, "reasons": ["token_expired"],
 	},
 	{
+		"note": "org role key applies on a team of the org",
+		"input": {"user": "bob", "org": "org-a", "key": "Edit Team", "resource": {"type": "team", "id": "t-a1"}},
+		"allow": true, "reasons": [],
+	},
+	{
+		"note": "org role key applies on a workspace of the org",
+		"input": {"user": "bob", "org": "org-a", "key": "View Workspace", "resource": {"type": "workspace", "id": "w-a1"}},
+		"allow": true, "reasons": [],
+	},
+	{
+		"note": "org role key applies on a design of the org",
+		"input": {"user": "bob", "org": "org-a", "key": "View Design", "resource": {"type": "design", "id": "d-a1-private"}},
+		"allow": true, "reasons": [],
+	},
+	{
+		"note": "org role key applies to a user",
+		"input": {"user": "bob", "org": "org-a", "key": "Edit User", "resource": {"type": "user", "id": "tina"}},
+		"allow": true, "reasons": [],
+	},
+	{
+		"note": "token expiring later allowed on a resource of the org",
+		"input": {"token": "tok-ursula-future", "org": "org-a", "key": "View All Teams", "resource": {"type": "organization", "id": "org-a"}},
+		"allow": true, "reasons": [],
+	},
+	{
 		"note": "token expiring later allowed",
 		"input": {"token": "tok-ursula-future", "org": "org-a", "key": "View All Teams"},
 		"allow": true, "reasons": [],
