@@ -64,13 +64,10 @@ served. With --seed the file is read at start. Delta bundles are not produced.`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			if src.seed == "" && src.databaseURL == "" {
-				src.databaseURL = e.getenv("KEYGATE_DATABASE_URL")
+			if err := src.resolve(); err != nil {
+				return err
 			}
-			switch {
-			case src.seed != "" && src.databaseURL != "":
-				return usageErr("give --seed or --database-url, not both")
-			case src.seed == "" && src.databaseURL == "":
+			if src.seed == "" && src.databaseURL == "" {
 				return usageErr("give --seed FILE or --database-url URL (or $KEYGATE_DATABASE_URL)")
 			}
 			opts, err := sign.options()

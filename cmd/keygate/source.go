@@ -35,14 +35,23 @@ func (s *sourceFlags) describe() string {
 	return "embedded demo"
 }
 
-// snapshot reads the data snapshot from the chosen source (without the built-in catalogue).
-func (s *sourceFlags) snapshot(ctx context.Context) (model.Snapshot, error) {
+// resolve applies $KEYGATE_DATABASE_URL when no source flag is given and refuses both flags at once.
+func (s *sourceFlags) resolve() error {
 	if s.seed == "" && s.databaseURL == "" && s.getenv != nil {
 		s.databaseURL = s.getenv("KEYGATE_DATABASE_URL")
 	}
+	if s.seed != "" && s.databaseURL != "" {
+		return usageErr("give --seed or --database-url, not both")
+	}
+	return nil
+}
+
+// snapshot reads the data snapshot from the chosen source (without the built-in catalogue).
+func (s *sourceFlags) snapshot(ctx context.Context) (model.Snapshot, error) {
+	if err := s.resolve(); err != nil {
+		return model.Snapshot{}, err
+	}
 	switch {
-	case s.seed != "" && s.databaseURL != "":
-		return model.Snapshot{}, usageErr("give --seed or --database-url, not both")
 	case s.seed != "":
 		return seed.ReadFile(s.seed)
 	case s.databaseURL != "":
