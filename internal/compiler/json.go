@@ -6,7 +6,6 @@ import (
 	"maps"
 	"slices"
 	"sort"
-	"strconv"
 )
 
 // jsonWriter writes canonical JSON (compact, HTML not escaped) into a buffer. Callers write object keys in
@@ -110,7 +109,7 @@ func (w *jsonWriter) keyFlags(keys map[string]bool) {
 	w.close()
 }
 
-// rolesetMap writes {"user": "n"}.
+// rolesetMap writes {"user": "n"} (rolesetName: "r<n>" for a twin).
 func (w *jsonWriter) rolesetMap(m map[string]int) {
 	users := make([]string, 0, len(m))
 	for u := range m {
@@ -120,7 +119,7 @@ func (w *jsonWriter) rolesetMap(m map[string]int) {
 	w.open()
 	for _, u := range users {
 		w.key(u)
-		w.str(strconv.Itoa(m[u]))
+		w.str(rolesetName(m[u]))
 	}
 	w.close()
 }

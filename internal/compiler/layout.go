@@ -1,6 +1,7 @@
 package compiler
 
 import (
+	"cmp"
 	"maps"
 	"slices"
 	"sort"
@@ -16,7 +17,8 @@ type layout struct {
 	m *model.Model
 
 	rolesets     []roleset                 // by index
-	orgMembers   map[string]map[string]int // org -> user -> roleset
+	twins        map[int]bool              // role sets some restricted member holds in an org (see twin)
+	orgMembers   map[string]map[string]int // org -> user -> roleset, or twin(roleset) for a restricted user
 	teamRoles    map[string]map[string]int // team -> user -> roleset
 	wsRoles      map[string]map[string]int // workspace -> user -> roleset
 	orgAdmins    map[string]int            // org -> number of Organization Admin assignments
@@ -38,6 +40,7 @@ type roleset struct {
 func plan(m *model.Model) *layout {
 	l := &layout{
 		m:            m,
+		twins:        map[int]bool{},
 		orgMembers:   map[string]map[string]int{},
 		teamRoles:    map[string]map[string]int{},
 		wsRoles:      map[string]map[string]int{},
@@ -147,10 +150,20 @@ func plan(m *model.Model) *layout {
 		final[tmp] = n
 		l.rolesets = append(l.rolesets, l.newRoleset(lists[tmp]))
 	}
+	restricted := maps.Clone(l.providers)
+	for _, u := range m.Users {
+		if u.Deleted {
+			restricted[u.ID] = true
+		}
+	}
 	for _, g := range groups {
 		n := final[g.tmp]
 		switch g.kind {
 		case 'o':
+			if restricted[g.user] {
+				l.twins[n] = true
+				n = twin(n)
+			}
 			setIn(l.orgMembers, g.place, g.user, n)
 		case 't':
 			setIn(l.teamRoles, g.place, g.user, n)
@@ -169,6 +182,19 @@ func plan(m *model.Model) *layout {
 		}
 	}
 	return l
+}
+
+// twin numbers the twin of role set n: the same roles, keys and grants, but no fast entries. A deleted user's
+// and a Provider Admin's org memberships point at twins, so the policies' fast paths, which assume a live
+// user whose org role set is the only grant source, never apply to them. Written as "r<n>" (rolesetName).
+func twin(n int) int { return -n - 1 }
+
+// rolesetName is the id of role set n (or of a twin) in the data.
+func rolesetName(n int) string {
+	if n < 0 {
+		return "r" + strconv.Itoa(-n-1)
+	}
+	return strconv.Itoa(n)
 }
 
 func (l *layout) newRoleset(roles []string) roleset {
@@ -341,16 +367,23 @@ func (l *layout) write(w *jsonWriter) {
 	w.key("rolesets")
 	w.open()
 	// Keys of an object are sorted as strings ("10" < "2"), as OPA hashes them.
-	rsNames := make([]string, len(l.rolesets))
+	rsNames := map[string]int{}
 	for i := range l.rolesets {
-		rsNames[i] = strconv.Itoa(i)
+		rsNames[rolesetName(i)] = i
+		if l.twins[i] {
+			rsNames[rolesetName(twin(i))] = twin(i)
+		}
 	}
-	sort.Strings(rsNames)
-	for _, n := range rsNames {
-		i, _ := strconv.Atoi(n)
+	for _, n := range slices.Sorted(maps.Keys(rsNames)) {
+		i := rsNames[n]
+		fast := i >= 0
+		if !fast {
+			i = -i - 1
+		}
 		rs := l.rolesets[i]
 		w.key(n)
 		w.open()
+		l.writeFast(w, rs, fast)
 		w.key("grants")
 		w.open()
 		for _, k := range slices.Sorted(maps.Keys(rs.keys)) {
@@ -367,6 +400,7 @@ func (l *layout) write(w *jsonWriter) {
 		w.close()
 		w.key("keys")
 		w.keyFlags(rs.keys)
+		l.writeOpenGrants(w, rs, fast)
 		w.key("roles")
 		w.set(rs.roles)
 		w.close()
@@ -438,43 +472,113 @@ func (l *layout) write(w *jsonWriter) {
 	w.close()
 }
 
+// writeFast writes what the policies' fast paths read of a role set (docs/data-layout.md): "fast" maps every
+// name, alias and id of a key the set grants unrestricted (Delete Organization aside: only the org's owner
+// holds it) to the key's id, and "open_grants" lists those keys' unrestricted grant paths in the order Rego's
+// sort gives them, so a fast decision is a lookup, not a comprehension.
+func (l *layout) writeFast(w *jsonWriter, rs roleset, fast bool) {
+	m := l.m
+	w.key("fast")
+	w.open()
+	for _, name := range slices.Sorted(maps.Keys(m.KeyNames)) {
+		if id := m.KeyNames[name]; fast && l.fastKey(rs, id) {
+			w.field(name, id)
+		}
+	}
+	w.close()
+}
+
+// fastKey: rs grants k unrestricted, and k is not Delete Organization.
+func (l *layout) fastKey(rs roleset, k string) bool {
+	ownerOnly, ok := rs.keys[k]
+	return ok && !ownerOnly && k != l.m.KeyNames[model.KeyDeleteOrganization]
+}
+
+// writeOpenGrants writes "open_grants" (see writeFast).
+func (l *layout) writeOpenGrants(w *jsonWriter, rs roleset, fast bool) {
+	m := l.m
+	w.key("open_grants")
+	w.open()
+	for _, k := range slices.Sorted(maps.Keys(rs.keys)) {
+		if !fast || !l.fastKey(rs, k) {
+			continue
+		}
+		var gs []grantPath
+		for _, role := range rs.roles {
+			if ownerOnly, ok := l.roleKeys[role][k]; ok && !ownerOnly {
+				r, _ := m.Role(role)
+				gs = append(gs, l.roleGrants(r, k)...)
+			}
+		}
+		// OPA orders objects with the same keys by their values in key order: key (the same here), keychain,
+		// owner_only (false here), role, scope, via ("role" here).
+		slices.SortFunc(gs, func(a, b grantPath) int {
+			return cmp.Or(cmp.Compare(a.keychain.ID, b.keychain.ID), cmp.Compare(a.keychain.Name, b.keychain.Name),
+				cmp.Compare(a.role.ID, b.role.ID), cmp.Compare(a.role.Name, b.role.Name), cmp.Compare(a.role.Scope, b.role.Scope))
+		})
+		w.key(k)
+		w.arr()
+		for _, g := range gs {
+			l.writeGrant(w, g.role, k, g.keychain, false, g.role.Scope)
+		}
+		w.closeArr()
+	}
+	w.close()
+}
+
+// grantPath is one (role, keychain) by which a role set holds a key.
+type grantPath struct {
+	role     model.Role
+	keychain model.Keychain
+}
+
+// roleGrants lists the keychains of r that list key, or one empty keychain when none does (a Provider
+// Admin's other keys).
+func (l *layout) roleGrants(r model.Role, key string) []grantPath {
+	var out []grantPath
+	for _, id := range r.Keychains {
+		if kc, _ := l.m.Keychain(id); hasSorted(kc.Keys, key) {
+			out = append(out, grantPath{r, kc})
+		}
+	}
+	if len(out) == 0 {
+		out = append(out, grantPath{role: r})
+	}
+	return out
+}
+
 // writeRoleGrants writes the grant paths (docs/decisions.md) by which role holds key: one per keychain of the
 // role that lists the key, or one with an empty keychain when none does (a Provider Admin's other keys).
 func (l *layout) writeRoleGrants(w *jsonWriter, r model.Role, key string, ownerOnly bool, scope string) {
+	for _, g := range l.roleGrants(r, key) {
+		l.writeGrant(w, r, key, g.keychain, ownerOnly, scope)
+	}
+}
+
+func (l *layout) writeGrant(w *jsonWriter, r model.Role, key string, kc model.Keychain, ownerOnly bool, scope string) {
 	k, _ := l.m.Key(key)
-	var kcs []model.Keychain
-	for _, id := range r.Keychains {
-		if kc, _ := l.m.Keychain(id); hasSorted(kc.Keys, key) {
-			kcs = append(kcs, kc)
-		}
-	}
-	if len(kcs) == 0 {
-		kcs = []model.Keychain{{}}
-	}
-	for _, kc := range kcs {
-		w.elem()
-		w.open()
-		w.key("key")
-		w.open()
-		w.field("id", k.ID)
-		w.field("name", k.Name)
-		w.close()
-		w.key("keychain")
-		w.open()
-		w.field("id", kc.ID)
-		w.field("name", kc.Name)
-		w.close()
-		w.key("owner_only")
-		w.raw(strconv.FormatBool(ownerOnly))
-		w.key("role")
-		w.open()
-		w.field("id", r.ID)
-		w.field("name", r.Name)
-		w.close()
-		w.field("scope", scope)
-		w.field("via", "role")
-		w.close()
-	}
+	w.elem()
+	w.open()
+	w.key("key")
+	w.open()
+	w.field("id", k.ID)
+	w.field("name", k.Name)
+	w.close()
+	w.key("keychain")
+	w.open()
+	w.field("id", kc.ID)
+	w.field("name", kc.Name)
+	w.close()
+	w.key("owner_only")
+	w.raw(strconv.FormatBool(ownerOnly))
+	w.key("role")
+	w.open()
+	w.field("id", r.ID)
+	w.field("name", r.Name)
+	w.close()
+	w.field("scope", scope)
+	w.field("via", "role")
+	w.close()
 }
 
 func (l *layout) writeRoutes(w *jsonWriter) {

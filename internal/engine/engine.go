@@ -60,6 +60,7 @@ func Read(data []byte, v Verification) (*bundle.Bundle, error) {
 type Engine struct {
 	Revision string
 	store    storage.Store
+	hot      *Hot
 	compiler *ast.Compiler
 	prepared map[string]rego.PreparedEvalQuery
 }
@@ -90,6 +91,13 @@ func New(ctx context.Context, b *bundle.Bundle) (*Engine, error) {
 		compiler: c,
 		prepared: map[string]rego.PreparedEvalQuery{},
 	}
+	var err error
+	if e.hot, err = NewHot(ctx, e.store); err != nil {
+		return nil, err
+	}
+	if err := e.hot.Warm(ctx); err != nil {
+		return nil, err
+	}
 	for _, q := range []string{AuthzDecision, AuthzAllow, AuthzKeys, AssignDecision, Assignable, EnvoyResponse} {
 		pq, err := e.prepare(ctx, q)
 		if err != nil {
@@ -108,24 +116,40 @@ func (e *Engine) prepare(ctx context.Context, query string) (rego.PreparedEvalQu
 	return pq, nil
 }
 
-// Eval evaluates a query (a data path such as data.keygate.authz.decision) with an input. An undefined result
-// is (nil, false, nil).
+// Eval evaluates a query (a data path such as data.keygate.authz.decision) with an input, the way the hot
+// paths do (Hot), and returns the result as Go values (maps, slices, json.Number...). An undefined result is
+// (nil, false, nil).
 func (e *Engine) Eval(ctx context.Context, query string, input any) (any, bool, error) {
+	in, err := ast.InterfaceToValue(input)
+	if err != nil {
+		return nil, false, fmt.Errorf("input: %w", err)
+	}
+	v, err := e.EvalValue(ctx, query, in)
+	if err != nil || v == nil {
+		return nil, false, err
+	}
+	out, err := ast.JSON(v)
+	if err != nil {
+		return nil, false, fmt.Errorf("evaluating %s: %w", query, err)
+	}
+	return out, true, nil
+}
+
+// EvalValue evaluates a query on a parsed input through Hot, leaving the result an AST value (nil when
+// undefined).
+func (e *Engine) EvalValue(ctx context.Context, query string, input ast.Value) (ast.Value, error) {
 	pq, ok := e.prepared[query]
 	if !ok {
 		var err error
 		if pq, err = e.prepare(ctx, query); err != nil {
-			return nil, false, err
+			return nil, err
 		}
 	}
-	rs, err := pq.Eval(ctx, rego.EvalInput(input))
+	v, err := e.hot.Eval(ctx, &pq, input, 0)
 	if err != nil {
-		return nil, false, fmt.Errorf("evaluating %s: %w", query, err)
+		return nil, fmt.Errorf("evaluating %s: %w", query, err)
 	}
-	if len(rs) == 0 || len(rs[0].Expressions) == 0 {
-		return nil, false, nil
-	}
-	return rs[0].Expressions[0].Value, true, nil
+	return v, nil
 }
 
 // Prepared returns the prepared query for one of the decision paths (for benchmarks and hot paths).
@@ -133,3 +157,6 @@ func (e *Engine) Prepared(query string) (rego.PreparedEvalQuery, bool) {
 	pq, ok := e.prepared[query]
 	return pq, ok
 }
+
+// Hot returns the engine's hot-path evaluator.
+func (e *Engine) Hot() *Hot { return e.hot }

@@ -22,6 +22,8 @@ import (
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
+
+	kgengine "github.com/keygate/keygate/internal/engine"
 )
 
 // Decision paths prepared on every activation.
@@ -87,6 +89,7 @@ type engine struct {
 	logger  *slog.Logger
 	metrics *metrics
 	manager *plugins.Manager
+	hot     *kgengine.Hot // Checks' evaluation on manager.Store
 	plugin  *bundleplugin.Plugin
 	current atomic.Pointer[queries]
 	onReady func()
@@ -164,7 +167,11 @@ func newEngine(cfg BundleConfig, logger *slog.Logger, m *metrics, onReady func()
 	if err != nil {
 		return nil, fmt.Errorf("configuring the bundle plugin: %w", err)
 	}
-	e := &engine{logger: logger, metrics: m, manager: mgr, onReady: onReady}
+	hot, err := kgengine.NewHot(context.Background(), mgr.Store)
+	if err != nil {
+		return nil, err
+	}
+	e := &engine{logger: logger, metrics: m, manager: mgr, hot: hot, onReady: onReady}
 	e.plugin = bundleplugin.New(bcfg, mgr)
 	mgr.Register(bundleplugin.Name, e.plugin)
 	e.plugin.Register("keygate-sidecar", e.onStatus)
@@ -260,6 +267,9 @@ func (e *engine) refresh(ctx context.Context) {
 			e.logger.Warn("fast path disabled for this bundle", "revision", rev, "error", err)
 		}
 		q.fast = fp
+	}
+	if err := e.hot.Warm(ctx); err != nil {
+		e.logger.Warn("reading the catalogue for the hot path", "revision", rev, "error", err)
 	}
 	e.current.Store(q)
 	e.metrics.activations.WithLabelValues("success").Inc()

@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"context"
+	"github.com/open-policy-agent/opa/v1/ast"
 	"strings"
 	"testing"
 
@@ -68,11 +69,15 @@ func TestFastPathMatchesPolicy(t *testing.T) {
 					}
 					r.WithIdentity(envoyauth.Identity{User: sub.user, Token: sub.token})
 					fast, fastOK := s.fastAllow(ctx, q, r)
-					rs, err := s.evalCheck(ctx, &q.response, r.Input())
-					if err != nil || len(rs) == 0 {
-						t.Fatalf("policy: %v", err)
+					v, err := s.evalCheck(ctx, &q.response, r.Input())
+					if err != nil || v == nil {
+						t.Fatalf("policy: %v (%v)", err, v)
 					}
-					full, err := envoyauth.DecisionFromResult(rs[0].Expressions[0].Value)
+					result, err := ast.JSON(v)
+					if err != nil {
+						t.Fatal(err)
+					}
+					full, err := envoyauth.DecisionFromResult(result)
 					if err != nil {
 						t.Fatal(err)
 					}

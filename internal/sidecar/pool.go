@@ -3,9 +3,12 @@ package sidecar
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
+
+	kgengine "github.com/keygate/keygate/internal/engine"
 )
 
 // pool evaluates prepared queries on a fixed set of long-lived goroutines: OPA's evaluator grows deep
@@ -17,12 +20,14 @@ type pool struct {
 }
 
 type job struct {
-	ctx   context.Context
-	query *rego.PreparedEvalQuery
-	input ast.Value
-	rs    rego.ResultSet
-	err   error
-	done  chan struct{}
+	ctx     context.Context
+	hot     *kgengine.Hot
+	query   *rego.PreparedEvalQuery
+	input   ast.Value
+	timeout time.Duration
+	result  ast.Value
+	err     error
+	done    chan struct{}
 }
 
 func newPool(workers int) *pool {
@@ -41,29 +46,30 @@ func (p *pool) work() {
 		if err := j.ctx.Err(); err != nil {
 			j.err = err
 		} else {
-			j.rs, j.err = j.query.Eval(j.ctx, rego.EvalParsedInput(j.input))
+			j.result, j.err = j.hot.Eval(j.ctx, j.query, j.input, j.timeout)
 		}
 		j.done <- struct{}{}
 	}
 }
 
-// eval runs q on input on a worker, giving up when ctx ends (the worker then finishes on its own).
-func (p *pool) eval(ctx context.Context, q *rego.PreparedEvalQuery, input ast.Value) (rego.ResultSet, error) {
+// eval runs q on input through hot on a worker, giving up when ctx ends (the worker then finishes on its own,
+// within timeout).
+func (p *pool) eval(ctx context.Context, hot *kgengine.Hot, q *rego.PreparedEvalQuery, input ast.Value, timeout time.Duration) (ast.Value, error) {
 	j := p.free.Get().(*job)
-	j.ctx, j.query, j.input = ctx, q, input
+	j.ctx, j.hot, j.query, j.input, j.timeout = ctx, hot, q, input, timeout
 	select {
 	case p.jobs <- j:
 	case <-ctx.Done():
-		j.ctx, j.query, j.input = nil, nil, nil
+		j.ctx, j.hot, j.query, j.input = nil, nil, nil, nil
 		p.free.Put(j)
 		return nil, ctx.Err()
 	}
 	select {
 	case <-j.done:
-		rs, err := j.rs, j.err
+		v, err := j.result, j.err
 		*j = job{done: j.done}
 		p.free.Put(j)
-		return rs, err
+		return v, err
 	case <-ctx.Done():
 		return nil, ctx.Err() // j is abandoned to the worker and the garbage collector
 	}

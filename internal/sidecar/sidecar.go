@@ -17,9 +17,7 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/open-policy-agent/opa/v1/ast"
-	opametrics "github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
-	"github.com/open-policy-agent/opa/v1/topdown"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -299,18 +297,23 @@ func (s *Sidecar) decide(ctx context.Context, req *authv3.CheckRequest) (envoyau
 	if d, ok := s.fastAllow(ctx, q, r); ok {
 		return d, r, false
 	}
-	rs, err := s.evalCheck(ctx, &q.response, r.Input())
+	v, err := s.evalCheck(ctx, &q.response, r.Input())
 	switch {
 	case errors.Is(err, context.DeadlineExceeded) || (err != nil && ctx.Err() != nil):
 		return envoyauth.Deny(http.StatusForbidden, envoyauth.ReasonDeadlineExceeded), r, true
 	case err != nil:
 		s.logger.Error("evaluating the Envoy decision", "error", err)
 		return envoyauth.Deny(http.StatusForbidden, envoyauth.ReasonEvaluationError), r, true
-	case len(rs) == 0 || len(rs[0].Expressions) == 0:
+	case v == nil:
 		s.logger.Error("the Envoy decision is undefined", "revision", q.revision)
 		return envoyauth.Deny(http.StatusForbidden, envoyauth.ReasonEvaluationError), r, true
 	}
-	d, err := envoyauth.DecisionFromResult(rs[0].Expressions[0].Value)
+	result, err := ast.JSON(v)
+	if err != nil {
+		s.logger.Error("reading the Envoy decision", "error", err)
+		return envoyauth.Deny(http.StatusForbidden, envoyauth.ReasonEvaluationError), r, true
+	}
+	d, err := envoyauth.DecisionFromResult(result)
 	if err != nil {
 		s.logger.Error("reading the Envoy decision", "error", err)
 		return envoyauth.Deny(http.StatusForbidden, envoyauth.ReasonEvaluationError), r, true
@@ -318,35 +321,18 @@ func (s *Sidecar) decide(ctx context.Context, req *authv3.CheckRequest) (envoyau
 	return d, r, false
 }
 
-// evalCheck evaluates a Check's query within CheckTimeout: inline (on the gRPC stream worker) by default, or on
-// the worker pool when EvalOnPool is set. Inline, the deadline is a timer that cancels OPA's evaluation: no
-// goroutine per evaluation (rego's own context watcher starts one), no per-call metrics, and no base-data cache
-// (every read is one store lookup anyway). A request whose client went away is still answered.
-func (s *Sidecar) evalCheck(ctx context.Context, q *rego.PreparedEvalQuery, input ast.Value) (rego.ResultSet, error) {
+// evalCheck evaluates a Check's query within CheckTimeout through the engine's hot path (engine.Hot: no
+// goroutine per evaluation, no per-call metrics, the catalogue read as shared AST): inline, on the gRPC
+// stream worker, by default, or on the worker pool when EvalOnPool is set. A request whose client went away
+// is still answered. An undefined result is (nil, nil).
+func (s *Sidecar) evalCheck(ctx context.Context, q *rego.PreparedEvalQuery, input ast.Value) (ast.Value, error) {
 	if s.cfg.EvalOnPool {
 		ctx, cancel := context.WithTimeout(ctx, s.cfg.CheckTimeout)
 		defer cancel()
-		return s.pool.eval(ctx, q, input)
+		return s.pool.eval(ctx, s.engine.hot, q, input, s.cfg.CheckTimeout)
 	}
-	c := topdown.NewCancel()
-	timer := time.AfterFunc(s.cfg.CheckTimeout, c.Cancel)
-	rs, err := q.Eval(ctx, rego.EvalParsedInput(input), rego.EvalExternalCancel(c),
-		rego.EvalMetrics(noMetrics), rego.EvalBaseCache(noBaseCache{}))
-	if !timer.Stop() && err != nil {
-		return nil, fmt.Errorf("%w: %w", context.DeadlineExceeded, err)
-	}
-	return rs, err
+	return s.engine.hot.Eval(ctx, q, input, s.cfg.CheckTimeout)
 }
-
-// noMetrics is shared by every evaluation: OPA's per-call metrics are not collected.
-var noMetrics = opametrics.NoOp()
-
-// noBaseCache keeps nothing: the policies read each leaf of the data once or twice, and storing every read
-// cost more than the reads.
-type noBaseCache struct{}
-
-func (noBaseCache) Get(ast.Ref) ast.Value  { return nil }
-func (noBaseCache) Put(ast.Ref, ast.Value) {}
 
 // fastAllow answers an allowed request through the fast path (fast.go). ok is false when the fast path does
 // not apply or does not allow: the full policy then decides.
@@ -359,8 +345,8 @@ func (s *Sidecar) fastAllow(ctx context.Context, q *queries, r *envoyauth.Reques
 	if !ok {
 		return envoyauth.Decision{}, false
 	}
-	rs, err := s.evalCheck(ctx, q.fast.allow, q.fast.input(id, route, org, resID))
-	if err != nil || len(rs) == 0 || len(rs[0].Expressions) == 0 || rs[0].Expressions[0].Value != true {
+	v, err := s.evalCheck(ctx, q.fast.allow, q.fast.input(id, route, org, resID))
+	if err != nil || v == nil || v.Compare(ast.Boolean(true)) != 0 {
 		return envoyauth.Decision{}, false
 	}
 	return allowedDecision(id, route, org), true
@@ -378,12 +364,16 @@ func (s *Sidecar) evalPath(ctx context.Context, path string, input ast.Value) (a
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.DataTimeout)
 	defer cancel()
-	rs, err := s.pool.eval(ctx, pq, input)
+	v, err := s.pool.eval(ctx, s.engine.hot, pq, input, s.cfg.DataTimeout)
 	if err != nil {
 		return nil, false, q.revision, err
 	}
-	if len(rs) == 0 || len(rs[0].Expressions) == 0 {
+	if v == nil {
 		return nil, false, q.revision, nil
 	}
-	return rs[0].Expressions[0].Value, true, q.revision, nil
+	out, err := ast.JSON(v)
+	if err != nil {
+		return nil, false, q.revision, err
+	}
+	return out, true, q.revision, nil
 }

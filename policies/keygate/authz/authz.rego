@@ -21,23 +21,20 @@ import data.keygate.reason
 decision := {
 	"allow": true,
 	"reasons": [],
-	"grants": sort([g | some g in db.rolesets[n].grants[key]; g.owner_only == false]),
+	"grants": db.rolesets[n].open_grants[key],
 	"user": input.user,
 	"org": input.org,
 	"key": key,
 } if {
-	# Fast path: a user asking without a resource, through an unrestricted org role, not a Provider Admin, for
-	# a key other than Delete Organization: allow's first body, and the org role set is the only grant source.
-	# Same object as the general one (tested: every case). Written out rather than through grants' fast path
-	# (same conditions): the rule calls cost this path ~40% (engine BenchmarkDecision); keep the two in step.
+	# Fast path: a user asking without a resource for a key an org role grants unrestricted. rolesets[n].fast
+	# never lists Delete Organization, and a deleted user's or a Provider Admin's membership points at a role
+	# set twin with no fast entries (docs/data-layout.md), so the org role set is the only grant source here;
+	# its unrestricted grant paths are precomputed in Rego's sort order. Same object as the general path
+	# (TestFastPathsMatchGeneralPath).
 	not input.token
 	not input.resource
-	not db.deleted[input.user]
-	not db.provider_admins[input.user]
-	key := db.key_ids[input.key]
 	n := db.orgs[input.org].members[input.user]
-	db.rolesets[n].keys[key] == 0
-	key != db.key_ids["Delete Organization"]
+	key := db.rolesets[n].fast[input.key]
 } else := {
 	"allow": allow,
 	"reasons": reasons,
@@ -53,19 +50,19 @@ decision := {
 # entrypoint: true
 default allow := false
 
-# Fast paths: an unrestricted org-role grant (most requests), written out in one body each so the hot
-# path is a handful of lookups. Same semantics as the general path (tested: allow == decision.allow).
+# Fast paths: a key an org role grants unrestricted (rolesets[n].fast; see decision), the most common
+# requests, one body each so the hot path is a handful of lookups. Same semantics as the general path
+# (tested: allow == decision.allow, and TestFastPathsMatchGeneralPath).
 allow if {
-	token := db.tokens[input.token]
-	token.revoked == false
-	token.expires_ns == 0
-	user := token.user
-	input.user == user
+	not input.token
 	not input.resource
-	not db.deleted[user]
-	key := db.key_ids[input.key]
-	db.rolesets[db.orgs[input.org].members[user]].keys[key] == 0
-	key != db.key_ids["Delete Organization"] # always in the built-in catalogue
+	db.rolesets[db.orgs[input.org].members[input.user]].fast[input.key]
+}
+
+allow if {
+	not input.token
+	db.rolesets[db.orgs[input.org].members[input.user]].fast[input.key]
+	_fast_resource_in_org
 }
 
 allow if {
@@ -73,12 +70,9 @@ allow if {
 	token.revoked == false
 	token.expires_ns == 0
 	user := token.user
-	input.user == user
-	not db.deleted[user]
-	key := db.key_ids[input.key]
-	db.rolesets[db.orgs[input.org].members[user]].keys[key] == 0
-	key != db.key_ids["Delete Organization"] # always in the built-in catalogue
-	_fast_resource_in_org
+	object.get(input, "user", user) == user
+	db.rolesets[db.orgs[input.org].members[user]].fast[input.key]
+	_fast_resource_ok
 }
 
 allow if {
@@ -87,31 +81,8 @@ allow if {
 	token.expires_ns >= time.now_ns()
 	user := token.user
 	object.get(input, "user", user) == user
-	not db.deleted[user]
-	key := db.key_ids[input.key]
-	db.rolesets[db.orgs[input.org].members[user]].keys[key] == 0
-	key != db.key_ids["Delete Organization"] # always in the built-in catalogue
+	db.rolesets[db.orgs[input.org].members[user]].fast[input.key]
 	_fast_resource_ok
-}
-
-allow if {
-	not input.token
-	not input.resource
-	user := input.user
-	not db.deleted[user]
-	key := db.key_ids[input.key]
-	db.rolesets[db.orgs[input.org].members[user]].keys[key] == 0
-	key != db.key_ids["Delete Organization"] # always in the built-in catalogue
-}
-
-allow if {
-	not input.token
-	user := input.user
-	not db.deleted[user]
-	key := db.key_ids[input.key]
-	db.rolesets[db.orgs[input.org].members[user]].keys[key] == 0
-	key != db.key_ids["Delete Organization"] # always in the built-in catalogue
-	_fast_resource_in_org
 }
 
 _fast_resource_ok if not input.resource
@@ -173,18 +144,12 @@ else := [_denial]
 # description: Every path that grants the key and applies; empty when denied.
 default grants := []
 
-# Fast path: a user (no token) asking without a resource, not a Provider Admin, for a key other than Delete
-# Organization: the org role set is the only source, and owner-only grants cannot apply. Same list as the
-# general path (tested: every case's grants). decision's fast path repeats these conditions inline.
-grants := sort([g |
-	some g in db.rolesets[db.orgs[input.org].members[input.user]].grants[db.key_ids[input.key]]
-	g.owner_only == false
-]) if {
+# Fast path: decision's (same conditions, same list as the general path).
+grants := db.rolesets[n].open_grants[key] if {
 	not input.token
 	not input.resource
-	not db.deleted[input.user]
-	not db.provider_admins[input.user]
-	db.key_ids[input.key] != db.key_ids["Delete Organization"]
+	n := db.orgs[input.org].members[input.user]
+	key := db.rolesets[n].fast[input.key]
 } else := sort(_grant_set) if _valid
 
 # METADATA
