@@ -12,7 +12,6 @@ import (
 	opametrics "github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage"
-	"github.com/open-policy-agent/opa/v1/topdown"
 )
 
 // ErrDeadline is wrapped by Hot.Eval's error when its timeout cancelled the evaluation.
@@ -81,18 +80,27 @@ func (h *Hot) Eval(ctx context.Context, q *rego.PreparedEvalQuery, input ast.Val
 	if err != nil {
 		return nil, err
 	}
-	c := topdown.NewCancel()
-	var timer *time.Timer
+	var cancel rego.EvalOption = evalNeverCancelled
+	var d *deadline
 	if timeout > 0 {
-		timer = time.AfterFunc(timeout, c.Cancel)
+		d = deadlines.Get().(*deadline)
+		d.arm(timeout)
+		cancel = d.option
 	}
 	vc := flatCaches.Get().(*flatCache)
-	rs, err := q.Eval(ctx, rego.EvalParsedInput(input), rego.EvalTransaction(txn), rego.EvalExternalCancel(c),
-		evalNoMetrics, cat.option, rego.EvalVirtualCache(vc), evalKeepAST)
+	rs, err := q.Eval(ctx, rego.EvalParsedInput(input), rego.EvalTransaction(txn), cancel,
+		evalNoMetrics, cat.option, vc.option, evalKeepAST)
 	vc.reset()
 	flatCaches.Put(vc)
-	if timer != nil && !timer.Stop() && err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrDeadline, err)
+	if d != nil {
+		fired := !d.timer.Stop()
+		if fired && err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrDeadline, err)
+		}
+		if !fired {
+			d.cancelled.Store(false)
+			deadlines.Put(d) // a deadline whose timer fired may still be running it: never reused
+		}
 	}
 	if err != nil {
 		return nil, err
@@ -171,19 +179,50 @@ func (c *catalogueCache) Get(ref ast.Ref) ast.Value {
 // Put keeps nothing: catalogue reads are answered by Get, and user-sized reads are one store lookup each.
 func (c *catalogueCache) Put(ast.Ref, ast.Value) {}
 
+// deadline cancels an evaluation when its timer fires. Unlike topdown.NewCancel's, it is reused (with its
+// timer and its rego option) by later evaluations when the timer did not fire.
+type deadline struct {
+	cancelled atomic.Bool
+	timer     *time.Timer
+	option    rego.EvalOption // rego.EvalExternalCancel(d)
+}
+
+var deadlines = sync.Pool{New: func() any {
+	d := &deadline{}
+	d.timer = time.AfterFunc(time.Hour, d.Cancel)
+	d.timer.Stop()
+	d.option = rego.EvalExternalCancel(d)
+	return d
+}}
+
+func (d *deadline) arm(timeout time.Duration) { d.timer.Reset(timeout) }
+
+func (d *deadline) Cancel() { d.cancelled.Store(true) }
+
+func (d *deadline) Cancelled() bool { return d.cancelled.Load() }
+
+// neverCancelled is the cancellation of an evaluation without a timeout (rego would otherwise start a
+// goroutine per call to watch the context).
+type neverCancelled struct{}
+
+func (neverCancelled) Cancel()         {}
+func (neverCancelled) Cancelled() bool { return false }
+
 // keepAST leaves a result as OPA computed it.
 func keepAST(t *ast.Term, _ *rego.EvalContext) (any, error) { return t.Value, nil }
 
 // Options every hot evaluation shares: OPA's per-call metrics are not collected; results stay AST values.
 var (
-	evalNoMetrics = rego.EvalMetrics(opametrics.NoOp())
-	evalKeepAST   = rego.EvalGenerateJSON(keepAST)
+	evalNoMetrics      = rego.EvalMetrics(opametrics.NoOp())
+	evalNeverCancelled = rego.EvalExternalCancel(neverCancelled{})
+	evalKeepAST        = rego.EvalGenerateJSON(keepAST)
 )
 
 // flatCache is a topdown.VirtualCache (rule results within one evaluation) kept as a short list per frame:
 // an evaluation caches a handful of rules, which a list finds faster than OPA's trie of hash maps allocates.
 type flatCache struct {
 	frames [][]cacheEntry
+	option rego.EvalOption // rego.EvalVirtualCache(c), made once
 }
 
 type cacheEntry struct {
@@ -192,7 +231,11 @@ type cacheEntry struct {
 }
 
 // flatCaches recycles the caches: one lives for one evaluation.
-var flatCaches = sync.Pool{New: func() any { return &flatCache{frames: [][]cacheEntry{make([]cacheEntry, 0, 16)}} }}
+var flatCaches = sync.Pool{New: func() any {
+	c := &flatCache{frames: [][]cacheEntry{make([]cacheEntry, 0, 16)}}
+	c.option = rego.EvalVirtualCache(c)
+	return c
+}}
 
 // reset empties the cache for its next evaluation, dropping the references it held.
 func (c *flatCache) reset() {
