@@ -47,7 +47,17 @@ type want struct {
 
 func TestCheck(t *testing.T) {
 	t.Parallel()
-	f := newCheckFixture(t, Config{})
+	checkCases(t, Config{})
+}
+
+// TestCheckOnPool: the same cases with Checks evaluated on the worker pool (EvalOnPool) instead of inline.
+func TestCheckOnPool(t *testing.T) {
+	t.Parallel()
+	checkCases(t, Config{EvalOnPool: true})
+}
+
+func checkCases(t *testing.T, cfg Config) {
+	f := newCheckFixture(t, cfg)
 	bearer := func(user, jti string) string { return "Bearer " + f.dev.token(t, user, jti, time.Hour) }
 	alice := bearer("u-alice", "tok-alice")
 	parts := strings.Split(f.dev.token(t, "u-alice", "tok-alice", time.Hour), ".")
