@@ -301,3 +301,35 @@ func TestProviderGrantsCoverEveryKey(t *testing.T) {
 		}
 	}
 }
+
+// TestDeletedAdminsAreNotCounted: orgs[o].admins, behind the last-Organization-Admin invariant, counts live
+// admins only: a deleted one administers nothing, so the org would be left without one.
+func TestDeletedAdminsAreNotCounted(t *testing.T) {
+	t.Parallel()
+	snap := model.Snapshot{
+		Users: []model.User{{ID: "u-live", Email: "live@example.com", Plan: "team"},
+			{ID: "u-gone", Email: "gone@example.com", Plan: "team", Deleted: true}},
+		Organizations: []model.Organization{{ID: "o", Name: "O", Owner: "u-live"}},
+		Assignments: []model.Assignment{{User: "u-live", Role: "Organization Admin", Org: "o"},
+			{User: "u-gone", Role: "Organization Admin", Org: "o"}},
+	}
+	m, err := catalog.Resolve(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Orgs map[string]struct {
+			Admins  int               `json:"admins"`
+			Members map[string]string `json:"members"`
+		} `json:"orgs"`
+	}
+	if err := json.Unmarshal(compiler.Data(m), &doc); err != nil {
+		t.Fatal(err)
+	}
+	if got := doc.Orgs["o"].Admins; got != 1 {
+		t.Fatalf("admins = %d, want 1 (the deleted admin is not counted)", got)
+	}
+	if live, gone := doc.Orgs["o"].Members["u-live"], doc.Orgs["o"].Members["u-gone"]; gone != "r"+live {
+		t.Fatalf("members: live %q, deleted %q; want the deleted one on the twin r%s", live, gone, live)
+	}
+}

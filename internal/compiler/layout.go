@@ -67,6 +67,12 @@ func plan(m *model.Model) *layout {
 		user  string
 		role  string
 	}
+	deleted := map[string]bool{}
+	for _, u := range m.Users {
+		if u.Deleted {
+			deleted[u.ID] = true
+		}
+	}
 	list := make([]held, 0, len(m.Assignments))
 	for _, a := range m.Assignments {
 		role, _ := m.Role(a.Role)
@@ -76,8 +82,8 @@ func plan(m *model.Model) *layout {
 			continue
 		case model.ScopeOrganization:
 			list = append(list, held{'o', a.Org, a.User, a.Role})
-			if a.Role == sys[model.RoleOrganizationAdmin] {
-				l.orgAdmins[a.Org]++
+			if a.Role == sys[model.RoleOrganizationAdmin] && !deleted[a.User] {
+				l.orgAdmins[a.Org]++ // a deleted admin administers nothing: not counted (last-admin invariant)
 			}
 		case model.ScopeTeam:
 			list = append(list, held{'t', a.Team, a.User, a.Role})
@@ -151,11 +157,7 @@ func plan(m *model.Model) *layout {
 		l.rolesets = append(l.rolesets, l.newRoleset(lists[tmp]))
 	}
 	restricted := maps.Clone(l.providers)
-	for _, u := range m.Users {
-		if u.Deleted {
-			restricted[u.ID] = true
-		}
-	}
+	maps.Copy(restricted, deleted)
 	for _, g := range groups {
 		n := final[g.tmp]
 		switch g.kind {
@@ -473,9 +475,9 @@ func (l *layout) write(w *jsonWriter) {
 }
 
 // writeFast writes what the policies' fast paths read of a role set (docs/data-layout.md): "fast" maps every
-// name, alias and id of a key the set grants unrestricted (Delete Organization aside: only the org's owner
-// holds it) to the key's id, and "open_grants" lists those keys' unrestricted grant paths in the order Rego's
-// sort gives them, so a fast decision is a lookup, not a comprehension.
+// name, alias and id of a key the set grants unrestricted (but see fastKey) to the key's id, and
+// "open_grants" lists those keys' unrestricted grant paths in the order Rego's sort gives them, so a fast
+// decision is a lookup, not a comprehension.
 func (l *layout) writeFast(w *jsonWriter, rs roleset, fast bool) {
 	m := l.m
 	w.key("fast")
@@ -488,10 +490,11 @@ func (l *layout) writeFast(w *jsonWriter, rs roleset, fast bool) {
 	w.close()
 }
 
-// fastKey: rs grants k unrestricted, and k is not Delete Organization.
+// fastKey: rs grants k unrestricted, and k is neither Delete Organization (only the org's owner holds it) nor
+// Create Organization (denied to a Free-plan user who already belongs to an org): those take the general path.
 func (l *layout) fastKey(rs roleset, k string) bool {
 	ownerOnly, ok := rs.keys[k]
-	return ok && !ownerOnly && k != l.m.KeyNames[model.KeyDeleteOrganization]
+	return ok && !ownerOnly && k != l.m.KeyNames[model.KeyDeleteOrganization] && k != l.m.KeyNames[model.KeyCreateOrganization]
 }
 
 // writeOpenGrants writes "open_grants" (see writeFast).

@@ -2,7 +2,6 @@ package engine_test
 
 import (
 	"context"
-	"encoding/json"
 	"testing"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -25,6 +24,7 @@ default allow := false
 allow if {
 	authz._valid
 	authz._granted
+	not authz._free_blocked
 }
 
 allow if {
@@ -36,7 +36,10 @@ allow if {
 
 default grants := []
 
-grants := sort(authz._grant_set) if authz._valid
+grants := sort(authz._grant_set) if {
+	authz._valid
+	not authz._free_blocked
+}
 
 decision := {"allow": allow, "grants": grants, "reasons": authz.reasons, "user": authz._out_user, "org": authz._out_org, "key": authz._out_key}
 `
@@ -110,8 +113,7 @@ func TestFastPathsMatchGeneralPath(t *testing.T) {
 		if v == nil {
 			return "undefined"
 		}
-		j, _ := json.Marshal(v)
-		return string(j)
+		return v.String()
 	}
 	n, allowed, fast := 0, 0, 0
 	for i, subj := range subjects {

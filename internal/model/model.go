@@ -47,6 +47,7 @@ const (
 	KeyEditUser             = "Edit User"
 	KeyUpdateProfile        = "Update Profile"
 	KeyDeleteOrganization   = "Delete Organization"
+	KeyCreateOrganization   = "Create Organization"
 	OrgFromHeader           = "header"
 	defaultPlan             = PlanTeam
 	defaultDesignVisibility = VisibilityPrivate

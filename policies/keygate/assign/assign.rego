@@ -198,7 +198,7 @@ _invariant(role, "unassign", "last_org_admin") if {
 _invariant(role, "unassign", "last_provider_admin") if {
 	_provider_role(role)
 	_assigned(role)
-	count(db.provider_admins) <= 1
+	count({u | some u, _ in db.provider_admins; not db.deleted[u]}) <= 1 # a deleted one administers nothing
 }
 
 _invariant(role, "assign", "free_plan_single_org") if {

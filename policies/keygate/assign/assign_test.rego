@@ -32,6 +32,12 @@ cases := [
 		"allow": false, "reasons": ["last_provider_admin"], "assigned": true,
 	},
 	{
+		"note": "a deleted provider admin does not count towards the last one",
+		"input": {"actor": "victor", "action": "unassign", "role": "Provider Admin", "user": "victor"},
+		"patch": {"provider_admins": {"victor": true, "dan": true}},
+		"allow": false, "reasons": ["last_provider_admin"], "assigned": true,
+	},
+	{
 		"note": "provider admin may unassign another provider admin",
 		"input": {"actor": "victor", "action": "unassign", "role": "Provider Admin", "user": "tina"},
 		"patch": {"provider_admins": {"tina": true}},

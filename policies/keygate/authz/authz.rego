@@ -127,6 +127,7 @@ allow if {
 allow if {
 	_valid
 	_granted
+	not _free_blocked
 }
 
 # METADATA
@@ -150,7 +151,10 @@ grants := db.rolesets[n].open_grants[key] if {
 	not input.resource
 	n := db.orgs[input.org].members[input.user]
 	key := db.rolesets[n].fast[input.key]
-} else := sort(_grant_set) if _valid
+} else := sort(_grant_set) if {
+	_valid
+	not _free_blocked
+}
 
 # METADATA
 # title: Keys of the subject in the org
@@ -168,7 +172,7 @@ key_grants := {k: {"owner_only": false} | some k, _ in db.keys} if {
 	_org_exists
 	db.provider_admins[_ok_user]
 } else := object.union(
-	{k: {"owner_only": level == 1} | some k, level in _org_keys; k != _delete_key},
+	{k: {"owner_only": level == 1} | some k, level in _org_keys; k != _delete_key; k != _blocked_key},
 	_owner_keys,
 ) if {
 	_ok_user
@@ -289,6 +293,18 @@ default _delete_key := ""
 _delete_key := db.key_ids["Delete Organization"]
 
 _delete_org if _key_id == _delete_key
+
+# A Free-plan user belongs to a single organization (the users document): one who already belongs to one may
+# not use Create Organization (Provider Admins aside, who may do everything). db.free[user] is their org, ""
+# while they have none.
+default _blocked_key := ""
+
+_blocked_key := db.key_ids["Create Organization"] if {
+	db.free[_user] != ""
+	not db.provider_admins[_user]
+}
+
+_free_blocked if _key_id == _blocked_key
 
 # ---------------------------------------------------------------------------
 # 3. Resource (optional): {type, id}. A user resource has no org and is owned by itself.
@@ -426,6 +442,8 @@ _owner_only_level if _collab_level == 1
 
 # 8, 7, 11: why no grant applied.
 _denial := "owner_required" if _delete_org
+
+else := "free_plan_single_org" if _free_blocked
 
 else := "owner_only" if _owner_only_level
 

@@ -274,6 +274,33 @@ cases := [
 		"input": {"user": "mallory", "org": "org-a", "key": "View All Teams"},
 		"allow": false, "reasons": ["no_grant"],
 	},
+	# Free plan: a single organization (users document)
+	{
+		"note": "free-plan user who belongs to an org may not create another",
+		"input": {"user": "gina", "org": "org-a", "key": "Create Organization"},
+		"allow": false, "reasons": ["free_plan_single_org"], "grants": [],
+	},
+	{
+		"note": "free-plan user's create organization is refused by id too",
+		"input": {"user": "gina", "org": "org-a", "key": "k-create-org"},
+		"allow": false, "reasons": ["free_plan_single_org"],
+	},
+	{
+		"note": "team-plan user holding the key may create an organization",
+		"input": {"user": "tina", "org": "org-a", "key": "Create Organization"},
+		"allow": true, "reasons": [], "vias": {"role"},
+	},
+	{
+		"note": "free-plan user keeps the other keys of the org",
+		"input": {"user": "gina", "org": "org-a", "key": "View All Teams"},
+		"allow": true, "reasons": [],
+	},
+	{
+		"note": "free-plan provider admin is not held to one org",
+		"input": {"user": "victor", "org": "org-a", "key": "Create Organization"},
+		"patch": {"free": {"victor": "org-b"}},
+		"allow": true, "reasons": [],
+	},
 	# 8. Delete Organization
 	{
 		"note": "org owner may delete their org without a role holding the key",
@@ -495,6 +522,15 @@ test_reasons_are_known_codes if {
 }
 
 key_cases := [
+	{
+		"note": "keys of a free-plan user in an org leave out Create Organization",
+		"input": {"user": "gina", "org": "org-a"},
+		"keys": [
+			"k-connect-github", "k-delete-design", "k-edit-design",
+			"k-view-design", "k-view-settings", "k-view-teams", "k-view-workspace",
+		],
+		"owner_only": {"k-delete-design", "k-edit-design", "k-view-settings"},
+	},
 	{
 		"note": "keys lists the org role keys with owner-only marked",
 		"input": {"user": "ursula", "org": "org-a"},
