@@ -7,6 +7,10 @@ OPA       := $(GO) tool opa
 BIN       := bin/keygate
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X main.version=$(VERSION)
+# Profile-guided optimisation: `go build` of ./cmd/keygate uses cmd/keygate/default.pgo by itself (-pgo=auto);
+# the benchmarks build with the same profile so they measure the code as the binary runs it. `make pgo`
+# regenerates it.
+PGO       := $(CURDIR)/cmd/keygate/default.pgo
 GOTESTFLAGS ?= -count=1
 # The tests that need PostgreSQL read this; .ci/run sets it (and CI fails instead of skipping without it).
 KEYGATE_TEST_DATABASE_URL ?=
@@ -66,14 +70,21 @@ lint: ## go vet + opa check --strict
 
 .PHONY: bench
 bench: ## All benchmarks (figures in docs/performance.md); KEYGATE_BENCH_USERS=100000,1000000 sizes the scale runs
-	KEYGATE_BENCH_USERS=$${KEYGATE_BENCH_USERS:-100000,1000000} $(GO) test -run '^$$' -bench 'Build|LoadedHeap' -benchtime 1x -timeout 60m ./internal/engine/
-	KEYGATE_BENCH_USERS=$${KEYGATE_BENCH_USERS:-100000,1000000} $(GO) test -run '^$$' -bench 'Decision|OPABaseline' -benchtime 20000x -timeout 60m ./internal/engine/
-	$(GO) test -run '^$$' -bench 'Check' -benchtime 20000x -benchmem ./internal/sidecar/
+	KEYGATE_BENCH_USERS=$${KEYGATE_BENCH_USERS:-100000,1000000} $(GO) test -pgo=$(PGO) -run '^$$' -bench 'Build|LoadedHeap' -benchtime 1x -timeout 60m ./internal/engine/
+	KEYGATE_BENCH_USERS=$${KEYGATE_BENCH_USERS:-100000,1000000} $(GO) test -pgo=$(PGO) -run '^$$' -bench 'Decision|OPABaseline' -benchtime 20000x -timeout 60m ./internal/engine/
+	$(GO) test -pgo=$(PGO) -run '^$$' -bench 'Check' -benchtime 20000x -benchmem ./internal/sidecar/
 	@if [ -n "$$KEYGATE_TEST_DATABASE_URL" ]; then \
-	  KEYGATE_BENCH_USERS=$${KEYGATE_BENCH_DB_USERS:-100000} $(GO) test -run '^$$' -bench 'BuildFromDatabase' -benchtime 2x -timeout 60m -v ./internal/bundleserver/ | grep -E 'Benchmark|build|loaded'; \
-	  $(GO) test -run '^$$' -bench 'Flip' -benchtime 1x -v ./internal/bundleserver/ | grep -E 'Benchmark|flip'; \
+	  KEYGATE_BENCH_USERS=$${KEYGATE_BENCH_DB_USERS:-100000} $(GO) test -pgo=$(PGO) -run '^$$' -bench 'BuildFromDatabase' -benchtime 2x -timeout 60m -v ./internal/bundleserver/ | grep -E 'Benchmark|build|loaded'; \
+	  $(GO) test -pgo=$(PGO) -run '^$$' -bench 'Flip' -benchtime 1x -v ./internal/bundleserver/ | grep -E 'Benchmark|flip'; \
 	else echo "KEYGATE_TEST_DATABASE_URL unset: skipping the PostgreSQL benchmarks"; fi
 	bench/ghz.sh 100000 15
+
+.PHONY: pgo
+pgo: ## Regenerate cmd/keygate/default.pgo from the decision and Check benchmarks (CPU profiles, merged)
+	@tmp=$$(mktemp -d); \
+	KEYGATE_BENCH_USERS=100000 $(GO) test -run '^$$' -bench 'Decision' -benchtime 20000x -cpuprofile $$tmp/engine.pprof -o $$tmp/engine.test ./internal/engine/ >/dev/null && \
+	$(GO) test -run '^$$' -bench 'Check' -benchtime 30000x -cpuprofile $$tmp/sidecar.pprof -o $$tmp/sidecar.test ./internal/sidecar/ >/dev/null && \
+	$(GO) tool pprof -proto $$tmp/engine.pprof $$tmp/sidecar.pprof > $(PGO) && rm -rf $$tmp && ls -l $(PGO)
 
 .PHONY: grpcurl
 grpcurl: ## Ask a running `make run` over gRPC reflection: list services, then one allowed Check (u-alice)
