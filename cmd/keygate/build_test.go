@@ -114,6 +114,12 @@ func TestCheck(t *testing.T) {
 			`"via": "org_owner"`},
 		{"input document", []string{"check", "--input", `{"token": "tok-bob-revoked", "org": "org-layer5", "key": "View All Teams"}`}, exitDenied,
 			`"token_revoked"`},
+		{"bare allow false is denied", []string{"check", "--decision", "data.keygate.authz.allow", "--user", "u-heidi", "--org", "org-layer5", "--key", "Delete Organization"}, exitDenied,
+			"false"},
+		{"a listing is an answer, not a denial", []string{"check", "--decision", "data.keygate.authz.key_grants", "--user", "u-heidi", "--org", "org-layer5"}, 0,
+			`"owner_only"`},
+		{"assign without action is an invalid action", []string{"check", "assign", "--input", `{"actor": "u-alice", "role": "User", "user": "u-heidi", "org": "org-layer5"}`}, exitDenied,
+			`"invalid_action"`},
 		{"bad resource", []string{"check", "--user", "u", "--org", "o", "--key", "k", "--resource", "nocolon"}, 2, ""},
 		{"bad decision kind", []string{"check", "frobnicate"}, 2, ""},
 	}

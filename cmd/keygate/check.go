@@ -77,8 +77,8 @@ The input comes from flags or from --input (a JSON document, or @FILE). The deci
 					return err
 				}
 			}
-			if obj, ok := result.(map[string]any); ok && obj["allow"] != true {
-				return &exitError{code: exitDenied, err: errors.New("denied: " + fmt.Sprint(obj["reasons"]))}
+			if denied, why := deniedResult(result); denied {
+				return &exitError{code: exitDenied, err: errors.New("denied: " + why)}
 			}
 			return nil
 		},
@@ -224,4 +224,20 @@ func grantPath(g any) string {
 		s += " [owner only]"
 	}
 	return s
+}
+
+// deniedResult reads a decision: false, or an object whose "allow" (authz, assign) or "allowed" (envoy) is not
+// true. Other results (listings such as keys or key_grants) are answers, not decisions: never denied.
+func deniedResult(result any) (bool, string) {
+	switch r := result.(type) {
+	case bool:
+		return !r, "false"
+	case map[string]any:
+		for _, field := range []string{"allow", "allowed"} {
+			if v, ok := r[field]; ok {
+				return v != true, fmt.Sprint(r["reasons"])
+			}
+		}
+	}
+	return false, ""
 }

@@ -129,3 +129,25 @@ func TestImportKeysIntoTheDatabase(t *testing.T) {
 		t.Errorf("the imported key does not resolve (exit %d): %s", code, stdout)
 	}
 }
+
+// TestImportKeysDatabaseURLFromEnv: without -o or --database-url, import-keys writes into
+// $KEYGATE_DATABASE_URL, as every database command does. (Not parallel: it sets the environment.)
+func TestImportKeysDatabaseURLFromEnv(t *testing.T) {
+	dir := filepath.Join("..", "..", "..", "shared", "data")
+	if _, err := os.Stat(dir); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("public catalogue not found: %v", err)
+		}
+		t.Skipf("public catalogue not found: %v", err)
+	}
+	db := testDatabaseURL(t)
+	runOK(t, "migrate", "--database-url", db)
+	t.Setenv("KEYGATE_DATABASE_URL", db)
+	if out := runOK(t, "import-keys", dir); !strings.Contains(out, "imported 466 keys") {
+		t.Errorf("import-keys: %q", out)
+	}
+	code, stdout, stderr := runCmd(t, "check", "--user", "u-heidi", "--org", "org-layer5", "--key", "Manage Subscriptions")
+	if !strings.Contains(stdout, "01462c43-dfa8-4a5e-805a-267c9b0ec7ec") {
+		t.Errorf("the imported key is not in the database named by the environment (exit %d): %s %s", code, stdout, stderr)
+	}
+}

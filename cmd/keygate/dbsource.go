@@ -19,10 +19,6 @@ func databaseSnapshot(ctx context.Context, url string) (model.Snapshot, error) {
 	return store.Snapshot(ctx, pool)
 }
 
-// importKeysToDatabase writes the imported catalogue's keys into the database as system keys (migrating the
-// schema first). Only keys go in: role grants and keychains (from --grants / --keychains) are data that
-// `keygate db load` replaces wholesale, so rather than drop them silently the import is refused (bad usage)
-// when there are any; import them into a seed file with -o and `keygate db load --seed` it instead.
 // importKeysToDatabase writes an imported catalogue into the database: keys only (store.ImportKeys), or with
 // its keychains and role grants merged into the stored model in one locked transaction (store.ImportCatalogue).
 func importKeysToDatabase(ctx context.Context, url string, snap model.Snapshot) error {

@@ -43,8 +43,11 @@ written.`,
 			if files.Keys == "" {
 				return usageErr("no keys CSV: give DIR or --keys")
 			}
+			if out == "" && dbURL == "" && e.getenv != nil {
+				dbURL = e.getenv("KEYGATE_DATABASE_URL")
+			}
 			if (out == "") == (dbURL == "") {
-				return usageErr("give exactly one of -o/--output and --database-url")
+				return usageErr("give exactly one of -o/--output and --database-url (or $KEYGATE_DATABASE_URL)")
 			}
 			snap, st, err := importer.Import(files)
 			if err != nil {
@@ -74,6 +77,6 @@ written.`,
 	cmd.Flags().StringVar(&files.Grants, "grants", "", "role x key grants CSV")
 	cmd.Flags().StringVar(&files.Keychains, "keychains", "", "keychain membership CSV")
 	cmd.Flags().StringVarP(&out, "output", "o", "", "seed file to write (YAML)")
-	cmd.Flags().StringVar(&dbURL, "database-url", "", "write the catalogue into this PostgreSQL database")
+	cmd.Flags().StringVar(&dbURL, "database-url", "", "write the catalogue into this PostgreSQL database (default $KEYGATE_DATABASE_URL unless -o is given)")
 	return cmd
 }

@@ -103,6 +103,7 @@ served. With --seed the file is read at start. Delta bundles are not produced.`,
 		},
 	}
 	src.register(cmd, e)
+	cmd.Flags().Lookup("seed").Usage = "seed file (YAML or JSON), read at start; serve needs it or a database URL"
 	sign.register(cmd)
 	f := cmd.Flags()
 	f.StringVar(&cfg.Addr, "addr", bundleserver.DefaultAddr, "HTTP listener host:port")

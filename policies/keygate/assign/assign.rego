@@ -61,9 +61,14 @@ _role_id := id if {
 	id := db.role_ids[concat("/", [_org_id, input.role])]
 }
 
-_decision_reasons := _reasons(_role_id, input.action)
+_decision_reasons := _reasons(_role_id, _action)
 
-_decision_reasons := _base_errors(input.action) | {"unknown_role"} if not _role_id
+_decision_reasons := _base_errors(_action) | {"unknown_role"} if not _role_id
+
+# A missing action is an invalid one (the decision stays defined: no decision would mean deny, unexplained).
+default _action := ""
+
+_action := input.action
 
 default _via_out := ""
 

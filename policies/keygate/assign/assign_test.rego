@@ -27,6 +27,11 @@ cases := [
 		"allow": false, "reasons": ["not_permitted"], "via": "",
 	},
 	{
+		"note": "missing action is an invalid action",
+		"input": {"actor": "victor", "role": "User", "user": "ursula", "org": "org-a"},
+		"allow": false, "reasons": ["invalid_action"],
+	},
+	{
 		"note": "last provider admin cannot be unassigned",
 		"input": {"actor": "victor", "action": "unassign", "role": "Provider Admin", "user": "victor"},
 		"allow": false, "reasons": ["last_provider_admin"], "assigned": true,
