@@ -69,8 +69,15 @@ func (h *Hot) Warm(ctx context.Context) error {
 	return err
 }
 
-// Eval evaluates q on input. A timeout <= 0 means none. An undefined result is (nil, nil).
+// Eval evaluates q on input within timeout. ctx is not watched (that would take a goroutine per call) except
+// for its deadline, which applies when timeout <= 0; with neither there is no limit. An undefined result is
+// (nil, nil).
 func (h *Hot) Eval(ctx context.Context, q *rego.PreparedEvalQuery, input ast.Value, timeout time.Duration) (ast.Value, error) {
+	if dl, ok := ctx.Deadline(); ok && timeout <= 0 {
+		if timeout = time.Until(dl); timeout <= 0 {
+			return nil, fmt.Errorf("%w before the evaluation", ErrDeadline)
+		}
+	}
 	txn, err := h.store.NewTransaction(ctx)
 	if err != nil {
 		return nil, err

@@ -87,3 +87,25 @@ func TestHotDeadline(t *testing.T) {
 		t.Fatalf("cancelled after %s", d)
 	}
 }
+
+// TestHotContextDeadline: without a timeout, the context's deadline bounds the evaluation.
+func TestHotContextDeadline(t *testing.T) {
+	store := inmem.New()
+	hot, err := engine.NewHot(context.Background(), store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pq, err := rego.New(rego.Store(store), rego.Query(`x := count([1 | some i in numbers.range(1, 100000000); i > 0])`)).
+		PrepareForEval(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if _, err := hot.Eval(ctx, &pq, ast.NewObject(), 0); !errors.Is(err, engine.ErrDeadline) {
+		t.Fatalf("err = %v, want a deadline error", err)
+	}
+	if _, err := hot.Eval(ctx, &pq, ast.NewObject(), 0); !errors.Is(err, engine.ErrDeadline) {
+		t.Fatalf("after the deadline: err = %v, want a deadline error", err)
+	}
+}
