@@ -157,6 +157,26 @@ func TestFastPathsMatchGeneralPath(t *testing.T) {
 			}
 		}
 	}
+	// Inputs that are not exactly {user, org, key} (an explicit null resource, an unknown field) take the
+	// general path and must still agree.
+	for _, u := range m.Users {
+		for _, key := range []string{"View All Teams", "Edit Organization", "Create Organization"} {
+			for _, extra := range []map[string]any{{"resource": nil}, {"trace": true}} {
+				input := map[string]any{"user": u.ID, "org": "org-layer5", "key": key}
+				for f, v := range extra {
+					input[f] = v
+				}
+				in, err := ast.InterfaceToValue(input)
+				if err != nil {
+					t.Fatal(err)
+				}
+				n++
+				if got, want := eval(engine.AuthzDecision, in), eval("data.keygate.reference.decision", in); got != want {
+					t.Fatalf("decision differs for %v:\n  fast    %s\n  general %s", input, got, want)
+				}
+			}
+		}
+	}
 	t.Logf("%d inputs, %d allowed, %d through decision's fast path", n, allowed, fast)
 	if allowed < 1000 || fast < 500 {
 		t.Fatalf("too few allowed (%d) or fast-path (%d) inputs of %d: the comparison proves little", allowed, fast, n)

@@ -22,19 +22,19 @@ decision := {
 	"allow": true,
 	"reasons": [],
 	"grants": db.rolesets[n].open_grants[key],
-	"user": input.user,
-	"org": input.org,
+	"user": user,
+	"org": org,
 	"key": key,
 } if {
-	# Fast path: a user asking without a resource for a key an org role grants unrestricted. rolesets[n].fast
-	# never lists Delete Organization, and a deleted user's or a Provider Admin's membership points at a role
-	# set twin with no fast entries (docs/data-layout.md), so the org role set is the only grant source here;
-	# its unrestricted grant paths are precomputed in Rego's sort order. Same object as the general path
-	# (TestFastPathsMatchGeneralPath).
-	not input.token
-	not input.resource
-	n := db.orgs[input.org].members[input.user]
-	key := db.rolesets[n].fast[input.key]
+	# Fast path: a user asking without a resource for a key an org role grants unrestricted. The input is
+	# exactly {user, org, key} (one unification: no token, no resource, nothing else; any other input takes
+	# the general path). rolesets[n].fast never lists Delete or Create Organization, and a deleted user's or a
+	# Provider Admin's membership points at a role set twin with no fast entries (docs/data-layout.md), so the
+	# org role set is the only grant source here; its unrestricted grant paths are precomputed in Rego's sort
+	# order. Same object as the general path (TestFastPathsMatchGeneralPath).
+	input = {"user": user, "org": org, "key": name}
+	n := db.orgs[org].members[user]
+	key := db.rolesets[n].fast[name]
 } else := {
 	"allow": allow,
 	"reasons": reasons,
@@ -54,9 +54,18 @@ default allow := false
 # requests, one body each so the hot path is a handful of lookups. Same semantics as the general path
 # (tested: allow == decision.allow, and TestFastPathsMatchGeneralPath).
 allow if {
-	not input.token
-	not input.resource
-	db.rolesets[db.orgs[input.org].members[input.user]].fast[input.key]
+	input = {"user": user, "org": org, "key": key}
+	db.rolesets[db.orgs[org].members[user]].fast[key]
+}
+
+# The sidecar's input for a user with one of keygate's tokens (envoy.rego and internal/sidecar/fast.go).
+allow if {
+	input = {"user": user, "token": token, "org": org, "key": key}
+	t := db.tokens[token]
+	t.user == user
+	t.revoked == false
+	t.expires_ns == 0
+	db.rolesets[db.orgs[org].members[user]].fast[key]
 }
 
 allow if {
@@ -147,10 +156,9 @@ default grants := []
 
 # Fast path: decision's (same conditions, same list as the general path).
 grants := db.rolesets[n].open_grants[key] if {
-	not input.token
-	not input.resource
-	n := db.orgs[input.org].members[input.user]
-	key := db.rolesets[n].fast[input.key]
+	input = {"user": user, "org": org, "key": name}
+	n := db.orgs[org].members[user]
+	key := db.rolesets[n].fast[name]
 } else := sort(_grant_set) if {
 	_valid
 	not _free_blocked
