@@ -480,6 +480,32 @@ func (l *layout) write(w *jsonWriter) {
 // decision is a lookup, not a comprehension.
 func (l *layout) writeFast(w *jsonWriter, rs roleset, fast bool) {
 	m := l.m
+	// "deny": every name, alias and id of a key a live member holding only this set (no resource asked) is
+	// refused, with the decision's key id and reasons: owner_only (the set grants it owner-only),
+	// owner_required (Delete Organization; the policy checks the user is not the org's owner), no_grant (the
+	// set does not grant it). Create Organization depends on the user's plan: never listed. Empty for a twin.
+	w.key("deny")
+	w.open()
+	for _, name := range slices.Sorted(maps.Keys(m.KeyNames)) {
+		id := m.KeyNames[name]
+		if !fast || l.fastKey(rs, id) || id == m.KeyNames[model.KeyCreateOrganization] {
+			continue
+		}
+		reason := "no_grant"
+		if ownerOnly, ok := rs.keys[id]; ok && ownerOnly {
+			reason = "owner_only"
+		}
+		if id == m.KeyNames[model.KeyDeleteOrganization] {
+			reason = "owner_required"
+		}
+		w.key(name)
+		w.open()
+		w.field("key", id)
+		w.key("reasons")
+		w.list([]string{reason})
+		w.close()
+	}
+	w.close()
 	w.key("fast")
 	w.open()
 	for _, name := range slices.Sorted(maps.Keys(m.KeyNames)) {

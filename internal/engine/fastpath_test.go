@@ -115,7 +115,7 @@ func TestFastPathsMatchGeneralPath(t *testing.T) {
 		}
 		return v.String()
 	}
-	n, allowed, fast := 0, 0, 0
+	n, allowed, fast, fastDenied := 0, 0, 0, 0
 	for i, subj := range subjects {
 		for _, org := range orgs {
 			for j, key := range keys {
@@ -153,6 +153,9 @@ func TestFastPathsMatchGeneralPath(t *testing.T) {
 					if subj["user"] != nil && subj["token"] == nil && res == nil && eval(`data.keygate.db.rolesets[data.keygate.db.orgs[input.org].members[input.user]].fast[input.key]`, in) != "undefined" {
 						fast++
 					}
+					if eval("data.keygate.authz._fast_denied", in) == "true" {
+						fastDenied++
+					}
 				}
 			}
 		}
@@ -177,8 +180,9 @@ func TestFastPathsMatchGeneralPath(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d inputs, %d allowed, %d through decision's fast path", n, allowed, fast)
-	if allowed < 1000 || fast < 500 {
-		t.Fatalf("too few allowed (%d) or fast-path (%d) inputs of %d: the comparison proves little", allowed, fast, n)
+	t.Logf("%d inputs, %d allowed, %d through decision's fast path, %d through its fast denial", n, allowed, fast, fastDenied)
+	if allowed < 1000 || fast < 500 || fastDenied < 500 {
+		t.Fatalf("too few allowed (%d), fast-path (%d) or fast-denied (%d) inputs of %d: the comparison proves little",
+			allowed, fast, fastDenied, n)
 	}
 }

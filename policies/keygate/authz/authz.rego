@@ -36,6 +36,20 @@ decision := {
 	n := db.orgs[org].members[user]
 	key := db.rolesets[n].fast[name]
 } else := {
+	"allow": false,
+	"reasons": d.reasons,
+	"grants": [],
+	"user": user,
+	"org": org,
+	"key": d.key,
+} if {
+	# Fast denial: the same shape of input, for a key the member's role set does not grant unrestricted
+	# (rolesets[n].deny holds the reason: no_grant, owner_only, owner_required), from a member who does not
+	# own the org (the owner holds Delete Organization). Nothing else can grant it without a resource.
+	input = {"user": user, "org": org, "key": name}
+	d := db.rolesets[db.orgs[org].members[user]].deny[name]
+	db.orgs[org].owner != user
+} else := {
 	"allow": allow,
 	"reasons": reasons,
 	"grants": grants,
@@ -132,11 +146,18 @@ allow if {
 	_resource_ok
 }
 
-# General path.
+# General path (not for the inputs decision's fast denial settles: nothing can grant them).
 allow if {
+	not _fast_denied
 	_valid
 	_granted
 	not _free_blocked
+}
+
+_fast_denied if {
+	input = {"user": user, "org": org, "key": name}
+	db.rolesets[db.orgs[org].members[user]].deny[name]
+	db.orgs[org].owner != user
 }
 
 # METADATA
