@@ -3,7 +3,6 @@ package sidecar
 import (
 	"context"
 	"sync"
-	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
@@ -11,27 +10,26 @@ import (
 	kgengine "github.com/keygate/keygate/internal/engine"
 )
 
-// pool evaluates prepared queries on a fixed set of long-lived goroutines: OPA's evaluator grows deep
-// stacks, which a fresh goroutine per gRPC stream would pay for again and again.
+// pool evaluates prepared queries through hot on a fixed set of long-lived goroutines: OPA's evaluator grows
+// deep stacks, which a fresh goroutine per gRPC stream would pay for again and again.
 type pool struct {
+	hot  *kgengine.Hot
 	jobs chan *job
 	wg   sync.WaitGroup
 	free sync.Pool
 }
 
 type job struct {
-	ctx     context.Context
-	hot     *kgengine.Hot
-	query   *rego.PreparedEvalQuery
-	input   ast.Value
-	timeout time.Duration
-	result  ast.Value
-	err     error
-	done    chan struct{}
+	ctx    context.Context
+	query  *rego.PreparedEvalQuery
+	input  ast.Value
+	result ast.Value
+	err    error
+	done   chan struct{}
 }
 
-func newPool(workers int) *pool {
-	p := &pool{jobs: make(chan *job, workers*4)}
+func newPool(workers int, hot *kgengine.Hot) *pool {
+	p := &pool{hot: hot, jobs: make(chan *job, workers*4)}
 	p.free.New = func() any { return &job{done: make(chan struct{}, 1)} }
 	p.wg.Add(workers)
 	for range workers {
@@ -46,21 +44,21 @@ func (p *pool) work() {
 		if err := j.ctx.Err(); err != nil {
 			j.err = err
 		} else {
-			j.result, j.err = j.hot.Eval(j.ctx, j.query, j.input, j.timeout)
+			j.result, j.err = p.hot.Eval(j.ctx, j.query, j.input, 0) // within ctx's deadline
 		}
 		j.done <- struct{}{}
 	}
 }
 
-// eval runs q on input through hot on a worker, giving up when ctx ends (the worker then finishes on its own,
-// within timeout).
-func (p *pool) eval(ctx context.Context, hot *kgengine.Hot, q *rego.PreparedEvalQuery, input ast.Value, timeout time.Duration) (ast.Value, error) {
+// eval runs q on input on a worker, giving up when ctx ends. ctx must have a deadline: the evaluation ends
+// by it (a job given up on is finished by its worker, within that deadline).
+func (p *pool) eval(ctx context.Context, q *rego.PreparedEvalQuery, input ast.Value) (ast.Value, error) {
 	j := p.free.Get().(*job)
-	j.ctx, j.hot, j.query, j.input, j.timeout = ctx, hot, q, input, timeout
+	j.ctx, j.query, j.input = ctx, q, input
 	select {
 	case p.jobs <- j:
 	case <-ctx.Done():
-		j.ctx, j.hot, j.query, j.input = nil, nil, nil, nil
+		j.ctx, j.query, j.input = nil, nil, nil
 		p.free.Put(j)
 		return nil, ctx.Err()
 	}

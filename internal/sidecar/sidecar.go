@@ -102,7 +102,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Sidecar, err 
 	}
 	cleanup = append(cleanup, func() { _ = s.httpLis.Close() })
 
-	s.pool = newPool(cfg.Workers)
+	s.pool = newPool(cfg.Workers, s.engine.hot)
 	if !cfg.DecisionLogs.Disabled {
 		s.logs = newDecisionLog(logger, cfg.DecisionLogs.QueueSize, s.metrics.logsDropped.Inc)
 	}
@@ -329,7 +329,7 @@ func (s *Sidecar) evalCheck(ctx context.Context, q *rego.PreparedEvalQuery, inpu
 	if s.cfg.EvalOnPool {
 		ctx, cancel := context.WithTimeout(ctx, s.cfg.CheckTimeout)
 		defer cancel()
-		return s.pool.eval(ctx, s.engine.hot, q, input, s.cfg.CheckTimeout)
+		return s.pool.eval(ctx, q, input)
 	}
 	return s.engine.hot.Eval(ctx, q, input, s.cfg.CheckTimeout)
 }
@@ -364,7 +364,7 @@ func (s *Sidecar) evalPath(ctx context.Context, path string, input ast.Value) (a
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.DataTimeout)
 	defer cancel()
-	v, err := s.pool.eval(ctx, s.engine.hot, pq, input, s.cfg.DataTimeout)
+	v, err := s.pool.eval(ctx, pq, input)
 	if err != nil {
 		return nil, false, q.revision, err
 	}
