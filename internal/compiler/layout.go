@@ -189,12 +189,13 @@ func plan(m *model.Model) *layout {
 // twin numbers the twin of role set n: the same roles, keys and grants, but no fast entries. A deleted user's
 // and a Provider Admin's org memberships point at twins, so the policies' fast paths, which assume a live
 // user whose org role set is the only grant source, never apply to them. Written as "r<n>" (rolesetName).
+// twin is its own inverse: twin(twin(n)) == n.
 func twin(n int) int { return -n - 1 }
 
 // rolesetName is the id of role set n (or of a twin) in the data.
 func rolesetName(n int) string {
 	if n < 0 {
-		return "r" + strconv.Itoa(-n-1)
+		return "r" + strconv.Itoa(twin(n))
 	}
 	return strconv.Itoa(n)
 }
@@ -378,14 +379,14 @@ func (l *layout) write(w *jsonWriter) {
 	}
 	for _, n := range slices.Sorted(maps.Keys(rsNames)) {
 		i := rsNames[n]
-		fast := i >= 0
-		if !fast {
-			i = -i - 1
+		live := i >= 0 // a twin's members are deleted users or Provider Admins
+		if !live {
+			i = twin(i)
 		}
 		rs := l.rolesets[i]
 		w.key(n)
 		w.open()
-		l.writeFast(w, rs, fast)
+		l.writeFast(w, rs, live)
 		w.key("grants")
 		w.open()
 		for _, k := range slices.Sorted(maps.Keys(rs.keys)) {
@@ -402,7 +403,7 @@ func (l *layout) write(w *jsonWriter) {
 		w.close()
 		w.key("keys")
 		w.keyFlags(rs.keys)
-		l.writeOpenGrants(w, rs, fast)
+		l.writeOpenGrants(w, rs, live)
 		w.key("roles")
 		w.set(rs.roles)
 		w.close()
@@ -474,21 +475,20 @@ func (l *layout) write(w *jsonWriter) {
 	w.close()
 }
 
-// writeFast writes what the policies' fast paths read of a role set (docs/data-layout.md): "fast" maps every
-// name, alias and id of a key the set grants unrestricted (but see fastKey) to the key's id, and
-// "open_grants" lists those keys' unrestricted grant paths in the order Rego's sort gives them, so a fast
-// decision is a lookup, not a comprehension.
-func (l *layout) writeFast(w *jsonWriter, rs roleset, fast bool) {
+// writeFast writes the two name-keyed maps the policies' fast paths read of a role set (docs/data-layout.md),
+// both empty for a twin (live is false): "deny", every name, alias and id of a key a live member holding only
+// this set is refused without a resource, with the decision's key id and reasons (owner_only: the set grants
+// it owner-only; owner_required: Delete Organization, the policy checks the user is not the org's owner;
+// no_grant: the set does not grant it; Create Organization depends on the user's plan and is never listed);
+// and "fast", every name, alias and id of a key the set grants unrestricted (fastKey) -> the key's id.
+// writeOpenGrants writes the grant paths of the "fast" keys.
+func (l *layout) writeFast(w *jsonWriter, rs roleset, live bool) {
 	m := l.m
-	// "deny": every name, alias and id of a key a live member holding only this set (no resource asked) is
-	// refused, with the decision's key id and reasons: owner_only (the set grants it owner-only),
-	// owner_required (Delete Organization; the policy checks the user is not the org's owner), no_grant (the
-	// set does not grant it). Create Organization depends on the user's plan: never listed. Empty for a twin.
 	w.key("deny")
 	w.open()
 	for _, name := range slices.Sorted(maps.Keys(m.KeyNames)) {
 		id := m.KeyNames[name]
-		if !fast || l.fastKey(rs, id) || id == m.KeyNames[model.KeyCreateOrganization] {
+		if !live || l.fastKey(rs, id) || id == m.KeyNames[model.KeyCreateOrganization] {
 			continue
 		}
 		reason := "no_grant"
@@ -509,7 +509,7 @@ func (l *layout) writeFast(w *jsonWriter, rs roleset, fast bool) {
 	w.key("fast")
 	w.open()
 	for _, name := range slices.Sorted(maps.Keys(m.KeyNames)) {
-		if id := m.KeyNames[name]; fast && l.fastKey(rs, id) {
+		if id := m.KeyNames[name]; live && l.fastKey(rs, id) {
 			w.field(name, id)
 		}
 	}
@@ -523,13 +523,14 @@ func (l *layout) fastKey(rs roleset, k string) bool {
 	return ok && !ownerOnly && k != l.m.KeyNames[model.KeyDeleteOrganization] && k != l.m.KeyNames[model.KeyCreateOrganization]
 }
 
-// writeOpenGrants writes "open_grants" (see writeFast).
-func (l *layout) writeOpenGrants(w *jsonWriter, rs roleset, fast bool) {
+// writeOpenGrants writes "open_grants": the unrestricted grant paths of each "fast" key (writeFast), in the
+// order Rego's sort gives them, so a fast decision is a lookup, not a comprehension. Empty for a twin.
+func (l *layout) writeOpenGrants(w *jsonWriter, rs roleset, live bool) {
 	m := l.m
 	w.key("open_grants")
 	w.open()
 	for _, k := range slices.Sorted(maps.Keys(rs.keys)) {
-		if !fast || !l.fastKey(rs, k) {
+		if !live || !l.fastKey(rs, k) {
 			continue
 		}
 		var gs []grantPath

@@ -65,31 +65,9 @@ func TestHotFollowsCommits(t *testing.T) {
 	}
 }
 
-// TestHotDeadline: an evaluation that outlives its timeout is cancelled with an error wrapping ErrDeadline.
-func TestHotDeadline(t *testing.T) {
-	ctx := context.Background()
-	store := inmem.New()
-	hot, err := engine.NewHot(ctx, store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pq, err := rego.New(rego.Store(store), rego.Query(`x := count([1 | some i in numbers.range(1, 100000000); i > 0])`)).
-		PrepareForEval(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	start := time.Now()
-	_, err = hot.Eval(ctx, &pq, ast.NewObject(), 20*time.Millisecond)
-	if err == nil || !errors.Is(err, engine.ErrDeadline) {
-		t.Fatalf("err = %v, want a deadline error", err)
-	}
-	if d := time.Since(start); d > 5*time.Second {
-		t.Fatalf("cancelled after %s", d)
-	}
-}
-
-// TestHotContextDeadline: without a timeout, the context's deadline bounds the evaluation.
-func TestHotContextDeadline(t *testing.T) {
+// slowQuery is a Hot on an empty store and a query that runs for seconds unless cancelled.
+func slowQuery(t *testing.T) (*engine.Hot, *rego.PreparedEvalQuery) {
+	t.Helper()
 	store := inmem.New()
 	hot, err := engine.NewHot(context.Background(), store)
 	if err != nil {
@@ -100,12 +78,31 @@ func TestHotContextDeadline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
-	defer cancel()
-	if _, err := hot.Eval(ctx, &pq, ast.NewObject(), 0); !errors.Is(err, engine.ErrDeadline) {
+	return hot, &pq
+}
+
+// TestHotDeadline: an evaluation that outlives its timeout is cancelled with an error wrapping ErrDeadline.
+func TestHotDeadline(t *testing.T) {
+	hot, pq := slowQuery(t)
+	start := time.Now()
+	_, err := hot.Eval(context.Background(), pq, ast.NewObject(), 20*time.Millisecond)
+	if err == nil || !errors.Is(err, engine.ErrDeadline) {
 		t.Fatalf("err = %v, want a deadline error", err)
 	}
-	if _, err := hot.Eval(ctx, &pq, ast.NewObject(), 0); !errors.Is(err, engine.ErrDeadline) {
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("cancelled after %s", d)
+	}
+}
+
+// TestHotContextDeadline: without a timeout, the context's deadline bounds the evaluation.
+func TestHotContextDeadline(t *testing.T) {
+	hot, pq := slowQuery(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if _, err := hot.Eval(ctx, pq, ast.NewObject(), 0); !errors.Is(err, engine.ErrDeadline) {
+		t.Fatalf("err = %v, want a deadline error", err)
+	}
+	if _, err := hot.Eval(ctx, pq, ast.NewObject(), 0); !errors.Is(err, engine.ErrDeadline) {
 		t.Fatalf("after the deadline: err = %v, want a deadline error", err)
 	}
 }
