@@ -132,7 +132,16 @@ func readJSON(ctx context.Context, store storage.Store, path string, into any) e
 
 // match finds the route of a request and binds its org and resource. ok is false when there is no route or
 // no org: the full policy then answers (with route_not_found or missing_org).
+//
+// A path with an empty, "." or ".." segment never matches (envoy.rego's _invalid_path): NormalizePath lets
+// a trailing slash through as an empty last segment, and a parameter bound to "" named no resource, which
+// let "PUT /api/identity/orgs/org-layer5/roles/" be allowed here while the policy denies it (invalid_path).
 func (f *fastPath) match(r *envoyauth.Request) (route *fastRoute, org, resID string, ok bool) {
+	for _, s := range r.Segments {
+		if s == "" || s == "." || s == ".." {
+			return nil, "", "", false
+		}
+	}
 	cands := f.routes[r.Service][strings.ToUpper(r.Method)][len(r.Segments)]
 next:
 	for i := range cands {

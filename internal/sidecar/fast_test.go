@@ -2,9 +2,11 @@ package sidecar
 
 import (
 	"context"
-	"github.com/open-policy-agent/opa/v1/ast"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
 
 	"google.golang.org/protobuf/proto"
 
@@ -53,7 +55,6 @@ func TestFastPathMatchesPolicy(t *testing.T) {
 			subjects = append(subjects, subject{u.ID, tok})
 		}
 	}
-	ctx := context.Background()
 	compared, allowed := 0, 0
 	for _, rt := range routes.Routes {
 		for _, path := range expand(rt, values) {
@@ -68,37 +69,10 @@ func TestFastPathMatchesPolicy(t *testing.T) {
 						t.Fatalf("%s %s: %v", rt.Method, path, err)
 					}
 					r.WithIdentity(envoyauth.Identity{User: sub.user, Token: sub.token})
-					fast, fastOK := s.fastAllow(ctx, q, r)
-					v, err := s.evalCheck(ctx, &q.response, r.Input())
-					if err != nil || v == nil {
-						t.Fatalf("policy: %v (%v)", err, v)
-					}
-					result, err := ast.JSON(v)
-					if err != nil {
-						t.Fatal(err)
-					}
-					full, err := envoyauth.DecisionFromResult(result)
-					if err != nil {
-						t.Fatal(err)
-					}
-					compared++
 					where := rt.Method + " " + path + " org header " + org + " as " + sub.user + "/" + sub.token
-					if fastOK != full.Allowed {
-						t.Errorf("%s: fast path allowed=%v, policy allowed=%v (%v)", where, fastOK, full.Allowed, full.Reasons)
-						continue
-					}
-					if !fastOK {
-						continue
-					}
-					allowed++
-					if fast.HTTPStatus != full.HTTPStatus || fast.User != full.User || fast.Org != full.Org ||
-						fast.Key != full.Key || fast.KeyName != full.KeyName || fast.Route != full.Route {
-						t.Errorf("%s:\nfast   %+v\npolicy %+v", where, fast, full)
-					}
-					// What Envoy receives is the same response.
-					spoofed := []string{"x-keygate-user", "x-keygate-extra"}
-					if a, b := envoyauth.CheckResponse(fast, "id", spoofed), envoyauth.CheckResponse(full, "id", spoofed); !proto.Equal(a, b) {
-						t.Errorf("%s: responses differ:\nfast   %v\npolicy %v", where, a, b)
+					compared++
+					if compareFastAndPolicy(t, s, q, r, where) {
+						allowed++
 					}
 				}
 			}
@@ -130,4 +104,101 @@ func expand(rt model.Route, values map[string][]string) []string {
 		paths = next
 	}
 	return paths
+}
+
+// compareFastAndPolicy evaluates a prepared request through the fast path and through the full
+// data.keygate.envoy.response and reports any difference: the fast path may only allow what the policy
+// allows, with the same response, and must allow everything the policy allows. It returns whether the policy
+// allowed. The policy runs without the production deadline (a test beside other packages is slow, not wrong).
+func compareFastAndPolicy(t testing.TB, s *Sidecar, q *queries, r *envoyauth.Request, where string) bool {
+	t.Helper()
+	ctx := context.Background()
+	fast, fastOK := s.fastAllow(ctx, q, r)
+	v, err := s.engine.hot.Eval(ctx, &q.response, r.Input(), time.Minute)
+	if err != nil || v == nil {
+		t.Fatalf("%s: policy: %v (%v)", where, err, v)
+	}
+	result, err := ast.JSON(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	full, err := envoyauth.DecisionFromResult(result)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fastOK != full.Allowed {
+		t.Errorf("%s: fast path allowed=%v, policy allowed=%v (%v)", where, fastOK, full.Allowed, full.Reasons)
+		return full.Allowed
+	}
+	if !fastOK {
+		return false
+	}
+	if fast.HTTPStatus != full.HTTPStatus || fast.User != full.User || fast.Org != full.Org ||
+		fast.Key != full.Key || fast.KeyName != full.KeyName || fast.Route != full.Route {
+		t.Errorf("%s:\nfast   %+v\npolicy %+v", where, fast, full)
+	}
+	// What Envoy receives is the same response.
+	spoofed := []string{"x-keygate-user", "x-keygate-extra"}
+	if a, b := envoyauth.CheckResponse(fast, "id", spoofed), envoyauth.CheckResponse(full, "id", spoofed); !proto.Equal(a, b) {
+		t.Errorf("%s: responses differ:\nfast   %v\npolicy %v", where, a, b)
+	}
+	return true
+}
+
+// TestFastPathRefusesMalformedPaths is the regression test of the trailing-slash bypass: a path whose last
+// parameter is empty ("PUT /api/identity/orgs/org-layer5/roles/") was allowed by the fast path while the
+// policy answers invalid_path. Every route, as u-alice (who holds every key in org-layer5), with its last
+// segment emptied, a trailing slash added, and "." or ".." in place of a parameter, must get the policy's
+// answer: never an allow.
+func TestFastPathRefusesMalformedPaths(t *testing.T) {
+	t.Parallel()
+	f := newCheckFixture(t, Config{})
+	q := f.s.engine.current.Load()
+	routes, err := catalog.IdentityRoutes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	values := map[string][]string{"org": {"org-layer5"}, "team": {"team-platform"}, "workspace": {"ws-prod"},
+		"design": {"design-gateway"}, "user": {"u-heidi"}}
+	alice := f.dev.token(t, "u-alice", "tok-alice", time.Hour)
+	tried := 0
+	for _, rt := range routes.Routes {
+		for _, path := range expand(rt, values) {
+			segs := strings.Split(path, "/")
+			variants := []string{path + "/", strings.Join(segs[:len(segs)-1], "/") + "/"}
+			for i, seg := range strings.Split(strings.TrimPrefix(rt.Path, "/"), "/") {
+				if strings.HasPrefix(seg, "{") {
+					for _, bad := range []string{"", ".", ".."} {
+						v := append([]string(nil), segs...)
+						v[i+1] = bad
+						variants = append(variants, strings.Join(v, "/"))
+					}
+				}
+			}
+			for _, p := range variants {
+				r, err := envoyauth.NewRequest(checkReq(rt.Method, p, "identity", map[string]string{"x-current-orgid": "org-layer5"}))
+				if err != nil {
+					continue // refused before any decision: invalid_path
+				}
+				r.WithIdentity(envoyauth.Identity{User: "u-alice", Token: "tok-alice"})
+				tried++
+				if compareFastAndPolicy(t, f.s, q, r, rt.Method+" "+p) {
+					t.Errorf("%s %s: allowed (the policy allows a malformed path)", rt.Method, p)
+				}
+				// And end to end: the Check Envoy would send is denied as invalid_path.
+				resp, err := f.c.Check(context.Background(), checkReq(rt.Method, p, "identity", map[string]string{
+					"x-current-orgid": "org-layer5", "authorization": "Bearer " + alice}))
+				if err != nil {
+					t.Fatalf("%s %s: %v", rt.Method, p, err)
+				}
+				if resp.GetStatus().GetCode() == 0 {
+					t.Errorf("%s %s: the Check was allowed", rt.Method, p)
+				}
+			}
+		}
+	}
+	if tried < 40 {
+		t.Fatalf("only %d malformed requests reached a decision", tried)
+	}
+	t.Logf("%d malformed requests compared", tried)
 }
