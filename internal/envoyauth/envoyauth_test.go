@@ -80,10 +80,13 @@ func TestNewRequest(t *testing.T) {
 		"attributes": {
 			"request": {"http": {"method": "GET", "path": "/api/orgs/o1/teams?page=2&tag=a&tag=b", "host": "api.local",
 				"headers": {"x-current-orgid": "o1", "accept": "*/*"}}},
-			"context_extensions": {"service": "cloud"}
+			"contextExtensions": {"service": "cloud"}
 		},
 		"parsed_path": ["api", "orgs", "o1", "teams"],
 		"parsed_query": {"page": ["2"], "tag": ["a", "b"]},
+		"parsed_body": null,
+		"truncated_body": false,
+		"version": {"ext_authz": "v3", "encoding": "protojson"},
 		"identity": {"user": "u1", "token": "t1"}
 	}`).Value
 	if r.Input().Compare(want) != 0 {
@@ -110,7 +113,7 @@ func TestMetadataIdentity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := r.Input().Find(ast.MustParseRef(`x.attributes.metadata_context.filter_metadata["envoy.filters.http.jwt_authn"].jwt_payload.sub`)[1:])
+	got, err := r.Input().Find(ast.MustParseRef(`x.attributes.metadataContext.filterMetadata["envoy.filters.http.jwt_authn"].jwt_payload.sub`)[1:])
 	if err != nil || got.Compare(ast.String("u1")) != 0 {
 		t.Fatalf("metadata in input: %v %v", got, err)
 	}

@@ -7,7 +7,6 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/open-policy-agent/opa/v1/ast"
-	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // HeaderPrefix is the prefix of the identity headers keygate sets for the upstream. Client-sent headers
@@ -102,80 +101,6 @@ func eachHeader(h *authv3.AttributeContext_HttpRequest, visit func(k, v string))
 	}
 }
 
-// Input returns the Rego input document: attributes (request.http with lowercase headers, without
-// Authorization and client-sent x-keygate-* headers; context_extensions; metadata_context), parsed_path,
-// parsed_query and, after WithIdentity, identity. Built once.
-func (r *Request) Input() ast.Value {
-	if r.input != nil {
-		return r.input
-	}
-	attrs := r.req.GetAttributes()
-	h := attrs.GetRequest().GetHttp()
-	hdrTerms := make([][2]*ast.Term, 0, 8)
-	eachHeader(h, func(k, v string) {
-		k = lower(k)
-		if k != "authorization" && !strings.HasPrefix(k, HeaderPrefix) {
-			hdrTerms = append(hdrTerms, ast.Item(ast.InternedTerm(k), ast.StringTerm(v)))
-		}
-	})
-	httpObj := ast.NewObjectWithCapacity(6)
-	httpObj.Insert(ast.InternedTerm("method"), ast.StringTerm(r.Method))
-	httpObj.Insert(ast.InternedTerm("path"), ast.StringTerm(h.GetPath()))
-	if v := h.GetHost(); v != "" {
-		httpObj.Insert(ast.InternedTerm("host"), ast.StringTerm(v))
-	}
-	if v := h.GetScheme(); v != "" {
-		httpObj.Insert(ast.InternedTerm("scheme"), ast.StringTerm(v))
-	}
-	httpObj.Insert(ast.InternedTerm("headers"), ast.ObjectTerm(hdrTerms...))
-
-	ctxExt := attrs.GetContextExtensions()
-	extTerms := make([][2]*ast.Term, 0, len(ctxExt))
-	for k, v := range ctxExt {
-		extTerms = append(extTerms, ast.Item(ast.StringTerm(k), ast.StringTerm(v)))
-	}
-	attrObj := ast.NewObjectWithCapacity(3)
-	attrObj.Insert(ast.InternedTerm("request"), ast.ObjectTerm(ast.Item(ast.InternedTerm("http"), ast.NewTerm(httpObj))))
-	attrObj.Insert(ast.InternedTerm("context_extensions"), ast.ObjectTerm(extTerms...))
-	if md := attrs.GetMetadataContext().GetFilterMetadata(); len(md) > 0 {
-		fm := make([][2]*ast.Term, 0, len(md))
-		for ns, s := range md {
-			fm = append(fm, ast.Item(ast.StringTerm(ns), structTerm(s)))
-		}
-		attrObj.Insert(ast.InternedTerm("metadata_context"),
-			ast.ObjectTerm(ast.Item(ast.InternedTerm("filter_metadata"), ast.ObjectTerm(fm...))))
-	}
-
-	obj := ast.NewObjectWithCapacity(5)
-	obj.Insert(ast.InternedTerm("attributes"), ast.NewTerm(attrObj))
-	if r.Segments != nil {
-		segTerms := make([]*ast.Term, len(r.Segments))
-		for i, s := range r.Segments {
-			segTerms[i] = ast.StringTerm(s)
-		}
-		obj.Insert(ast.InternedTerm("parsed_path"), ast.ArrayTerm(segTerms...))
-		qTerms := make([][2]*ast.Term, 0, len(r.query))
-		for k, vs := range r.query {
-			vt := make([]*ast.Term, len(vs))
-			for i, v := range vs {
-				vt[i] = ast.StringTerm(v)
-			}
-			qTerms = append(qTerms, ast.Item(ast.StringTerm(k), ast.ArrayTerm(vt...)))
-		}
-		obj.Insert(ast.InternedTerm("parsed_query"), ast.ObjectTerm(qTerms...))
-	}
-	if id := r.identity; id != nil {
-		items := make([][2]*ast.Term, 0, 2)
-		items = append(items, ast.Item(ast.InternedTerm("user"), ast.StringTerm(id.User)))
-		if id.Token != "" {
-			items = append(items, ast.Item(ast.InternedTerm("token"), ast.StringTerm(id.Token)))
-		}
-		obj.Insert(ast.InternedTerm("identity"), ast.ObjectTerm(items...))
-	}
-	r.input = obj
-	return obj
-}
-
 // WithIdentity sets input.identity = {"user": id.User, "token": id.Token} (token only when set).
 func (r *Request) WithIdentity(id Identity) {
 	r.identity = &id
@@ -250,36 +175,6 @@ func NormalizePath(raw string) (string, []string, error) {
 		return raw, segments, nil
 	}
 	return "/" + strings.Join(segments, "/"), segments, nil
-}
-
-func structTerm(s *structpb.Struct) *ast.Term {
-	items := make([][2]*ast.Term, 0, len(s.GetFields()))
-	for k, v := range s.GetFields() {
-		items = append(items, ast.Item(ast.StringTerm(k), valueTerm(v)))
-	}
-	return ast.ObjectTerm(items...)
-}
-
-func valueTerm(v *structpb.Value) *ast.Term {
-	switch k := v.GetKind().(type) {
-	case *structpb.Value_StringValue:
-		return ast.StringTerm(k.StringValue)
-	case *structpb.Value_NumberValue:
-		return ast.FloatNumberTerm(k.NumberValue)
-	case *structpb.Value_BoolValue:
-		return ast.BooleanTerm(k.BoolValue)
-	case *structpb.Value_StructValue:
-		return structTerm(k.StructValue)
-	case *structpb.Value_ListValue:
-		vals := k.ListValue.GetValues()
-		ts := make([]*ast.Term, len(vals))
-		for i, e := range vals {
-			ts[i] = valueTerm(e)
-		}
-		return ast.ArrayTerm(ts...)
-	default:
-		return ast.NullTerm()
-	}
 }
 
 // MetadataIdentity reads the JWT payload Envoy's jwt_authn filter stored (payload_in_metadata: key) under

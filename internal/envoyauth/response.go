@@ -169,14 +169,21 @@ func CheckResponse(d Decision, decisionID string, spoofed []string) *authv3.Chec
 	}
 }
 
-// DenyBody is the JSON body of a denial: the policy's body object (when it sent one) with reason, reasons,
-// key, key_name and decision_id set from the decision.
+// DenyBody is the JSON body of a denial: the policy's body object (when it sent one; else missing_key,
+// key_id and route as the policy writes them) with reason, reasons, key, key_name and decision_id set from the
+// decision.
 func DenyBody(d Decision, decisionID string) string {
 	body := map[string]any{}
 	if d.Body != "" {
 		_ = json.Unmarshal([]byte(d.Body), &body) // a non-object body is replaced
 		if body == nil {
 			body = map[string]any{}
+		}
+	}
+	// A denial made in Go (bad path, bad token, no bundle) has the fields of the policy's body too.
+	for k, v := range map[string]string{"missing_key": "", "key_id": d.Key, "route": d.Route} {
+		if _, ok := body[k]; !ok {
+			body[k] = v
 		}
 	}
 	body["allowed"] = false

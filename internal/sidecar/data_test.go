@@ -32,7 +32,7 @@ func TestDataAPIMatchesOPAEval(t *testing.T) {
 		{"authz decision denied", "keygate/authz/decision", `{"user":"u-heidi","org":"org-layer5","key":"Create Custom Roles"}`},
 		{"authz decision by token", "keygate/authz/decision", `{"token":"tok-bob-revoked","org":"org-layer5","key":"View All Users"}`},
 		{"assign decision", "keygate/assign/decision", `{"actor":"u-alice","action":"assign","role":"User","user":"u-heidi","org":"org-layer5"}`},
-		{"envoy response", "keygate/envoy/response", `{"attributes":{"request":{"http":{"method":"GET","path":"/api/identity/orgs/org-layer5/users","headers":{}}},"context_extensions":{"service":"identity"}},"parsed_path":["api","identity","orgs","org-layer5","users"],"parsed_query":{},"identity":{"user":"u-alice","token":"tok-alice"}}`},
+		{"envoy response", "keygate/envoy/response", `{"attributes":{"request":{"http":{"method":"GET","path":"/api/identity/orgs/org-layer5/users","headers":{}}},"contextExtensions":{"service":"identity"}},"parsed_path":["api","identity","orgs","org-layer5","users"],"parsed_query":{},"identity":{"user":"u-alice","token":"tok-alice"}}`},
 		{"undefined document", "keygate/nothing/here", `{}`},
 	}
 	for _, tc := range cases {

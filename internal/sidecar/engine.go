@@ -36,6 +36,7 @@ var preparedPaths = []string{
 	PathEnvoyResponse,
 	"data.keygate.authz.decision",
 	"data.keygate.authz.allow",
+	pathEnvoyRouted,
 	"data.keygate.authz.keys",
 	"data.keygate.assign.decision",
 	"data.keygate.assign.assignable",
@@ -261,8 +262,8 @@ func (e *engine) refresh(ctx context.Context) {
 		}
 		q.byPath[p] = pq
 	}
-	if allow := q.byPath[pathAuthzAllow]; allow != nil {
-		fp, err := newFastPath(ctx, store, allow)
+	if routed := q.byPath[pathEnvoyRouted]; routed != nil {
+		fp, err := newFastPath(ctx, store, routed)
 		if err != nil {
 			e.logger.Warn("fast path disabled for this bundle", "revision", rev, "error", err)
 		}

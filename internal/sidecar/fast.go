@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"sort"
 	"strconv"
 	"strings"
@@ -16,14 +15,15 @@ import (
 	"github.com/keygate/keygate/internal/envoyauth"
 )
 
-// The fast path answers the common case, an allowed request, with one evaluation of the bundle's
-// data.keygate.authz.allow on a five-field input, instead of the full data.keygate.envoy.response. It reads
-// the route table and the token ids of the active bundle and matches routes in Go exactly as envoy.rego does
-// (same candidates, most literal segments first, ties in table order; TestFastPathMatchesPolicy holds the two
-// together). Anything it does not allow (no route, no org, a denial) goes to the full policy, which is the
-// authority for every denial and its reasons.
+// The fast path is the Go speed layer of data.keygate.envoy.response: it matches the route in Go from the
+// active bundle's route table exactly as envoy.rego does (same candidates, most literal segments first, ties
+// in table order), builds the data.keygate.authz input, and evaluates data.keygate.envoy.routed once, which
+// gives the same answer as response for an allowed and a denied request alike (TestFastPathMatchesPolicy,
+// TestFastPathRefusesMalformedPaths and FuzzFastPathMatchesPolicy hold the two together). A request it
+// cannot match (no route, no org, an invalid path, no subject) is answered by the full response instead: one
+// evaluation per Check either way.
 
-const pathAuthzAllow = "data.keygate.authz.allow"
+const pathEnvoyRouted = "data.keygate.envoy.routed"
 
 type fastRoute struct {
 	segments []string // literal segment, or "" for a parameter
@@ -38,7 +38,7 @@ type fastRoute struct {
 }
 
 type fastPath struct {
-	allow  *rego.PreparedEvalQuery
+	routed *rego.PreparedEvalQuery
 	routes map[string]map[string]map[int][]fastRoute // service -> method -> segments -> candidates
 	tokens map[string]struct{}
 }
@@ -55,7 +55,7 @@ type routeDoc struct {
 func isParam(s string) bool { return strings.HasPrefix(s, "{") && strings.HasSuffix(s, "}") }
 
 // newFastPath reads the route table and token ids from the active bundle's data.
-func newFastPath(ctx context.Context, store storage.Store, allow *rego.PreparedEvalQuery) (*fastPath, error) {
+func newFastPath(ctx context.Context, store storage.Store, routed *rego.PreparedEvalQuery) (*fastPath, error) {
 	var doc map[string]map[string]map[string][]routeDoc
 	if err := readJSON(ctx, store, "/keygate/db/routes", &doc); err != nil {
 		return nil, err
@@ -70,7 +70,7 @@ func newFastPath(ctx context.Context, store storage.Store, allow *rego.PreparedE
 	if err := readJSON(ctx, store, "/keygate/db/keys", &keys); err != nil {
 		return nil, err
 	}
-	f := &fastPath{allow: allow, routes: map[string]map[string]map[int][]fastRoute{}, tokens: make(map[string]struct{}, len(tokens))}
+	f := &fastPath{routed: routed, routes: map[string]map[string]map[int][]fastRoute{}, tokens: make(map[string]struct{}, len(tokens))}
 	for id := range tokens {
 		f.tokens[id] = struct{}{}
 	}
@@ -173,33 +173,23 @@ next:
 	return route, org, resID, true
 }
 
-// input builds the data.keygate.authz input for a matched request, as envoy.rego's _query does.
+// input builds data.keygate.envoy.routed's input for a matched request: the data.keygate.authz query as
+// envoy.rego's _query builds it, and the route's pattern.
 func (f *fastPath) input(id envoyauth.Identity, route *fastRoute, org, resID string) ast.Value {
-	obj := ast.NewObjectWithCapacity(5)
-	obj.Insert(ast.InternedTerm("user"), ast.StringTerm(id.User))
+	q := ast.NewObjectWithCapacity(5)
+	q.Insert(ast.InternedTerm("user"), ast.StringTerm(id.User))
 	if _, known := f.tokens[id.Token]; known && id.Token != "" {
-		obj.Insert(ast.InternedTerm("token"), ast.StringTerm(id.Token))
+		q.Insert(ast.InternedTerm("token"), ast.StringTerm(id.Token))
 	}
-	obj.Insert(ast.InternedTerm("org"), ast.StringTerm(org))
-	obj.Insert(ast.InternedTerm("key"), ast.StringTerm(route.key))
+	q.Insert(ast.InternedTerm("org"), ast.StringTerm(org))
+	q.Insert(ast.InternedTerm("key"), ast.StringTerm(route.key))
 	if route.resType != "" {
-		obj.Insert(ast.InternedTerm("resource"), ast.ObjectTerm(
+		q.Insert(ast.InternedTerm("resource"), ast.ObjectTerm(
 			ast.Item(ast.InternedTerm("type"), ast.StringTerm(route.resType)),
 			ast.Item(ast.InternedTerm("id"), ast.StringTerm(resID))))
 	}
-	return obj
-}
-
-// allowedDecision is the Decision the full policy gives an allowed request, as far as the CheckResponse and the
-// logs use it (the x-keygate-user and x-keygate-org headers are made from User and Org).
-func allowedDecision(id envoyauth.Identity, route *fastRoute, org string) envoyauth.Decision {
-	return envoyauth.Decision{
-		Allowed:    true,
-		HTTPStatus: http.StatusOK,
-		User:       id.User,
-		Org:        org,
-		Key:        route.key,
-		KeyName:    route.keyName,
-		Route:      route.pattern,
-	}
+	return ast.NewObject(
+		ast.Item(ast.InternedTerm("query"), ast.NewTerm(q)),
+		ast.Item(ast.InternedTerm("route"), ast.StringTerm(route.pattern)),
+	)
 }

@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,12 +18,11 @@ import (
 
 // TestFastPathMatchesPolicy holds the Go fast path to the policy: over every route of the demo route table,
 // with org and resource parameters bound to demo ids (and unknown ones), every demo user and their tokens,
-// a request the fast path allows is allowed by data.keygate.envoy.response with the same status, user, org,
-// key, route and headers; and every request the policy allows is one the fast path allows (so the fast path
-// is used, not just harmless).
+// every request the fast path answers gets data.keygate.envoy.response's answer (allowed or denied, same
+// status, reasons, body and headers).
 func TestFastPathMatchesPolicy(t *testing.T) {
 	t.Parallel()
-	f := newCheckFixture(t, Config{})
+	f := newCheckFixture(t, Config{CheckTimeout: 30 * time.Second}) // compares answers: no production deadline
 	s := f.s
 	q := s.engine.current.Load()
 	if q == nil || q.fast == nil {
@@ -107,13 +107,17 @@ func expand(rt model.Route, values map[string][]string) []string {
 }
 
 // compareFastAndPolicy evaluates a prepared request through the fast path and through the full
-// data.keygate.envoy.response and reports any difference: the fast path may only allow what the policy
-// allows, with the same response, and must allow everything the policy allows. It returns whether the policy
-// allowed. The policy runs without the production deadline (a test beside other packages is slow, not wrong).
+// data.keygate.envoy.response and reports any difference: where the fast path answers (a matched route), its
+// decision and the CheckResponse Envoy gets must be the policy's, allowed or denied. It returns whether the
+// policy allowed. The policy runs without the production deadline (a test beside other packages is slow, not
+// wrong).
 func compareFastAndPolicy(t testing.TB, s *Sidecar, q *queries, r *envoyauth.Request, where string) bool {
 	t.Helper()
 	ctx := context.Background()
-	fast, fastOK := s.fastAllow(ctx, q, r)
+	fast, fastOK, failed := s.fastDecide(ctx, q, r)
+	if failed {
+		t.Fatalf("%s: the fast path failed: %+v", where, fast)
+	}
 	v, err := s.engine.hot.Eval(ctx, &q.response, r.Input(), time.Minute)
 	if err != nil || v == nil {
 		t.Fatalf("%s: policy: %v (%v)", where, err, v)
@@ -126,15 +130,12 @@ func compareFastAndPolicy(t testing.TB, s *Sidecar, q *queries, r *envoyauth.Req
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fastOK != full.Allowed {
-		t.Errorf("%s: fast path allowed=%v, policy allowed=%v (%v)", where, fastOK, full.Allowed, full.Reasons)
+	if !fastOK {
 		return full.Allowed
 	}
-	if !fastOK {
-		return false
-	}
-	if fast.HTTPStatus != full.HTTPStatus || fast.User != full.User || fast.Org != full.Org ||
-		fast.Key != full.Key || fast.KeyName != full.KeyName || fast.Route != full.Route {
+	if fast.Allowed != full.Allowed || fast.HTTPStatus != full.HTTPStatus || fast.Reason != full.Reason ||
+		!slices.Equal(fast.Reasons, full.Reasons) || fast.User != full.User || fast.Org != full.Org ||
+		fast.Key != full.Key || fast.KeyName != full.KeyName || fast.Route != full.Route || fast.Body != full.Body {
 		t.Errorf("%s:\nfast   %+v\npolicy %+v", where, fast, full)
 	}
 	// What Envoy receives is the same response.
@@ -142,7 +143,7 @@ func compareFastAndPolicy(t testing.TB, s *Sidecar, q *queries, r *envoyauth.Req
 	if a, b := envoyauth.CheckResponse(fast, "id", spoofed), envoyauth.CheckResponse(full, "id", spoofed); !proto.Equal(a, b) {
 		t.Errorf("%s: responses differ:\nfast   %v\npolicy %v", where, a, b)
 	}
-	return true
+	return full.Allowed
 }
 
 // TestFastPathRefusesMalformedPaths is the regression test of the trailing-slash bypass: a path whose last
@@ -152,7 +153,7 @@ func compareFastAndPolicy(t testing.TB, s *Sidecar, q *queries, r *envoyauth.Req
 // answer: never an allow.
 func TestFastPathRefusesMalformedPaths(t *testing.T) {
 	t.Parallel()
-	f := newCheckFixture(t, Config{})
+	f := newCheckFixture(t, Config{CheckTimeout: 30 * time.Second}) // compares answers: no production deadline
 	q := f.s.engine.current.Load()
 	routes, err := catalog.IdentityRoutes()
 	if err != nil {

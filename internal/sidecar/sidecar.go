@@ -294,31 +294,38 @@ func (s *Sidecar) decide(ctx context.Context, req *authv3.CheckRequest) (envoyau
 	if q == nil {
 		return envoyauth.Deny(http.StatusForbidden, envoyauth.ReasonNoBundle), r, true
 	}
-	if d, ok := s.fastAllow(ctx, q, r); ok {
-		return d, r, false
+	if d, ok, failed := s.fastDecide(ctx, q, r); ok {
+		return d, r, failed
 	}
-	v, err := s.evalCheck(ctx, &q.response, r.Input())
+	d, failed := s.decision(ctx, q, &q.response, r.Input())
+	return d, r, failed
+}
+
+// decision evaluates an Envoy answer (response, or routed for the fast path) and reads it. Any failure is a
+// denial with its reason code and failed set.
+func (s *Sidecar) decision(ctx context.Context, q *queries, pq *rego.PreparedEvalQuery, input ast.Value) (envoyauth.Decision, bool) {
+	v, err := s.evalCheck(ctx, pq, input)
 	switch {
 	case errors.Is(err, context.DeadlineExceeded) || (err != nil && ctx.Err() != nil):
-		return envoyauth.Deny(http.StatusForbidden, envoyauth.ReasonDeadlineExceeded), r, true
+		return envoyauth.Deny(http.StatusForbidden, envoyauth.ReasonDeadlineExceeded), true
 	case err != nil:
 		s.logger.Error("evaluating the Envoy decision", "error", err)
-		return envoyauth.Deny(http.StatusForbidden, envoyauth.ReasonEvaluationError), r, true
+		return envoyauth.Deny(http.StatusForbidden, envoyauth.ReasonEvaluationError), true
 	case v == nil:
 		s.logger.Error("the Envoy decision is undefined", "revision", q.revision)
-		return envoyauth.Deny(http.StatusForbidden, envoyauth.ReasonEvaluationError), r, true
+		return envoyauth.Deny(http.StatusForbidden, envoyauth.ReasonEvaluationError), true
 	}
 	result, err := ast.JSON(v)
 	if err != nil {
 		s.logger.Error("reading the Envoy decision", "error", err)
-		return envoyauth.Deny(http.StatusForbidden, envoyauth.ReasonEvaluationError), r, true
+		return envoyauth.Deny(http.StatusForbidden, envoyauth.ReasonEvaluationError), true
 	}
 	d, err := envoyauth.DecisionFromResult(result)
 	if err != nil {
 		s.logger.Error("reading the Envoy decision", "error", err)
-		return envoyauth.Deny(http.StatusForbidden, envoyauth.ReasonEvaluationError), r, true
+		return envoyauth.Deny(http.StatusForbidden, envoyauth.ReasonEvaluationError), true
 	}
-	return d, r, false
+	return d, false
 }
 
 // evalCheck evaluates a Check's query within CheckTimeout through the engine's hot path (engine.Hot: no
@@ -334,22 +341,21 @@ func (s *Sidecar) evalCheck(ctx context.Context, q *rego.PreparedEvalQuery, inpu
 	return s.engine.hot.Eval(ctx, q, input, s.cfg.CheckTimeout)
 }
 
-// fastAllow answers an allowed request through the fast path (fast.go). ok is false when the fast path does
-// not apply or does not allow: the full policy then decides.
-func (s *Sidecar) fastAllow(ctx context.Context, q *queries, r *envoyauth.Request) (envoyauth.Decision, bool) {
+// fastDecide answers a request through the fast path (fast.go): one evaluation of data.keygate.envoy.routed
+// on the route matched in Go. ok is false when the fast path does not apply (no fast path, no subject, no
+// route or org): the full response then decides, also in one evaluation. An evaluation failure is a denial
+// here (failed), never a second evaluation.
+func (s *Sidecar) fastDecide(ctx context.Context, q *queries, r *envoyauth.Request) (d envoyauth.Decision, ok, failed bool) {
 	id, hasID := r.Identity()
 	if q.fast == nil || !hasID || id.User == "" || s.cfg.DisableFastPath {
-		return envoyauth.Decision{}, false
+		return envoyauth.Decision{}, false, false
 	}
-	route, org, resID, ok := q.fast.match(r)
-	if !ok {
-		return envoyauth.Decision{}, false
+	route, org, resID, matched := q.fast.match(r)
+	if !matched {
+		return envoyauth.Decision{}, false, false
 	}
-	v, err := s.evalCheck(ctx, q.fast.allow, q.fast.input(id, route, org, resID))
-	if err != nil || v == nil || v.Compare(ast.Boolean(true)) != 0 {
-		return envoyauth.Decision{}, false
-	}
-	return allowedDecision(id, route, org), true
+	d, failed = s.decision(ctx, q, q.fast.routed, q.fast.input(id, route, org, resID))
+	return d, true, failed
 }
 
 // evalPath evaluates a data path with an input for the data API.

@@ -11,7 +11,7 @@ req(service, method, path, extra) := object.union(
 	{
 		"attributes": {
 			"request": {"http": {"method": method, "path": path, "headers": {}}},
-			"context_extensions": {"service": service},
+			"contextExtensions": {"service": service},
 		},
 		"parsed_path": split(trim_prefix(path, "/"), "/"),
 		"parsed_query": {},
@@ -25,7 +25,7 @@ as_token(user, token) := {"identity": {"user": user, "token": token}}
 
 org_header(user, org) := object.union(who(user), {"attributes": {"request": {"http": {"headers": {"x-current-orgid": org}}}}})
 
-jwt(payload) := {"attributes": {"metadata_context": {"filter_metadata": {"envoy.filters.http.jwt_authn": {"jwt_payload": payload}}}}}
+jwt(payload) := {"attributes": {"metadataContext": {"filterMetadata": {"envoy.filters.http.jwt_authn": {"jwt_payload": payload}}}}}
 
 # Optional expectations: a case checks a field only when it names it.
 expect(tc, field, _) if not field in object.keys(tc)
@@ -111,6 +111,61 @@ cases := [
 	{
 		"note": "empty segment is an invalid path",
 		"input": req("identity", "GET", "/api/identity//orgs/org-a/teams", who("ursula")),
+		"allowed": false, "http_status": 403, "reason": "invalid_path",
+	},
+	{
+		"note": "org header from Envoy's header_map",
+		"input": object.union(req("identity", "GET", "/api/identity/orgs/org-a/teams", who("alice")), {"attributes": {"request": {"http": {"headerMap": {"headers": [{"key": "X-Current-Orgid", "value": "org-a"}]}}}}}),
+		"allowed": true, "org": "org-a",
+	},
+	{
+		"note": "org header from header_map as raw bytes",
+		"input": object.union(req("identity", "GET", "/api/identity/orgs/org-a/teams", who("alice")), {"attributes": {"request": {"http": {"headerMap": {"headers": [{"key": "x-current-orgid", "rawValue": base64.encode("org-a")}]}}}}}),
+		"allowed": true, "org": "org-a",
+	},
+	{
+		"note": "two different values of the org header are no org header",
+		"input": object.union(req("designs", "GET", "/api/designs", who("alice")), {"attributes": {"request": {"http": {"headerMap": {"headers": [{"key": "x-current-orgid", "value": "org-a"}, {"key": "x-current-orgid", "value": "org-b"}]}}}}}),
+		"allowed": false, "reason": "missing_org",
+	},
+	{
+		"note": "case variants of the org header with different values are no org header",
+		"input": object.union(req("designs", "GET", "/api/designs", who("alice")), {"attributes": {"request": {"http": {"headers": {"X-Current-Orgid": "org-a", "x-current-orgid": "org-b"}}}}}),
+		"allowed": false, "reason": "missing_org",
+	},
+	{
+		"note": "encoded slash is an invalid path",
+		"input": req("designs", "GET", "/api/designs/d-a1%2F..%2Fd-a2", who("ursula")),
+		"allowed": false, "http_status": 403, "reason": "invalid_path",
+	},
+	{
+		"note": "encoded dot in any case is an invalid path",
+		"input": req("designs", "GET", "/api/designs/%2E%2e", who("ursula")),
+		"allowed": false, "http_status": 403, "reason": "invalid_path",
+	},
+	{
+		"note": "backslash is an invalid path",
+		"input": req("designs", "GET", "/api/designs\\d-a1", who("ursula")),
+		"allowed": false, "http_status": 403, "reason": "invalid_path",
+	},
+	{
+		"note": "decoded control character is an invalid path",
+		"input": object.union(req("designs", "GET", "/api/designs/d%00", who("ursula")), {"parsed_path": ["api", "designs", "d\u0000"]}),
+		"allowed": false, "http_status": 403, "reason": "invalid_path",
+	},
+	{
+		"note": "path without a leading slash is an invalid path",
+		"input": object.union(req("designs", "GET", "api/designs", who("ursula")), {"parsed_path": ["api", "designs"]}),
+		"allowed": false, "http_status": 403, "reason": "invalid_path",
+	},
+	{
+		"note": "leading double slash is an invalid path whatever parsed_path says",
+		"input": object.union(req("identity", "GET", "//api/identity/orgs/org-a/teams", org_header("alice", "org-a")), {"parsed_path": ["api", "identity", "orgs", "org-a", "teams"]}),
+		"allowed": false, "http_status": 403, "reason": "invalid_path",
+	},
+	{
+		"note": "an invalid path is refused before the identity is read",
+		"input": req("designs", "GET", "/api//designs", {}),
 		"allowed": false, "http_status": 403, "reason": "invalid_path",
 	},
 	{
@@ -248,7 +303,16 @@ test_response[tc.note] if {
 	expect(tc, "key_name", r.key_name)
 	expect(tc, "route", r.route)
 	expect(tc, "headers", object.get(r, "headers", null))
-	expect(tc, "body", json.unmarshal(object.get(r, "body", "null")))
+	expect_body(tc, json.unmarshal(object.get(r, "body", "null")))
+}
+
+# A case's body lists the fields it checks; the body may hold more (reasons, key, key_name).
+expect_body(tc, _) if not "body" in object.keys(tc)
+
+expect_body(tc, body) if {
+	every k, v in tc.body {
+		body[k] == v
+	}
 }
 
 # Allowed: headers, no body, 200, no reasons. Denied: a body, no headers, a reason, 401 or 403.
@@ -270,6 +334,51 @@ _shape(r) if {
 	not r.allowed
 	r.http_status in {401, 403}
 	r.reason == r.reasons[0]
-	json.unmarshal(r.body).reason == r.reason
-	not r.headers
+	body := json.unmarshal(r.body)
+	body.reason == r.reason
+	body.reasons == r.reasons
+	object.get(body, "key", "") == r.key
+	object.get(body, "key_name", "") == r.key_name
+	r.headers["content-type"] == "application/json"
+	www_authenticate(r)
+}
+
+www_authenticate(r) if {
+	r.http_status == 401
+	r.headers["www-authenticate"] == `Bearer realm="keygate"`
+}
+
+www_authenticate(r) if {
+	r.http_status == 403
+	not r.headers["www-authenticate"]
+}
+
+# The snake_case spelling keygate accepted before the opa-envoy-plugin shape keeps working.
+test_snake_case_input_still_works if {
+	snake := {
+		"attributes": {
+			"request": {"http": {"method": "GET", "path": "/api/identity/orgs/org-a/teams", "headers": {}}},
+			"context_extensions": {"service": "identity"},
+			"metadata_context": {"filter_metadata": {"envoy.filters.http.jwt_authn": {"jwt_payload": {"sub": "alice"}}}},
+		},
+		"parsed_path": ["api", "identity", "orgs", "org-a", "teams"],
+	}
+	camel := req("identity", "GET", "/api/identity/orgs/org-a/teams", jwt({"sub": "alice"}))
+	r1 := envoy.response with input as snake with data.keygate.db as fixture.db with time.now_ns as now
+	r2 := envoy.response with input as camel with data.keygate.db as fixture.db with time.now_ns as now
+	r1 == r2
+	r1.user == "alice"
+	r1.route != ""
+}
+
+# Under a stock opa-envoy-plugin the input keeps the client's x-keygate-* headers: an allow removes them.
+test_spoofed_headers_removed_on_allow if {
+	request := object.union(
+		req("identity", "GET", "/api/identity/orgs/org-a/teams", who("alice")),
+		{"attributes": {"request": {"http": {"headers": {"x-current-orgid": "org-a", "X-Keygate-Admin": "1", "x-keygate-user": "root"}}}}},
+	)
+	r := envoy.response with input as request with data.keygate.db as fixture.db with time.now_ns as now
+	r.allowed
+	r.request_headers_to_remove == ["x-keygate-admin"]
+	r.headers["x-keygate-user"] == "alice"
 }
