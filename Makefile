@@ -77,7 +77,12 @@ bench: ## All benchmarks (figures in docs/performance.md); KEYGATE_BENCH_USERS=1
 	  KEYGATE_BENCH_USERS=$${KEYGATE_BENCH_DB_USERS:-100000} $(GO) test -pgo=$(PGO) -run '^$$' -bench 'BuildFromDatabase' -benchtime 2x -timeout 60m -v ./internal/bundleserver/ | grep -E 'Benchmark|build|loaded'; \
 	  $(GO) test -pgo=$(PGO) -run '^$$' -bench 'Flip' -benchtime 1x -v ./internal/bundleserver/ | grep -E 'Benchmark|flip'; \
 	else echo "KEYGATE_TEST_DATABASE_URL unset: skipping the PostgreSQL benchmarks"; fi
+	$(MAKE) load
+
+.PHONY: load
+load: ## Load runs (ghz): no-op, keygate authz (JWT and metadata), stock opa-envoy-plugin on keygate's bundle; 100k and 1M users
 	bench/ghz.sh 100000 15
+	bench/ghz.sh 1000000 10
 
 .PHONY: pgo
 pgo: ## Regenerate cmd/keygate/default.pgo from the decision and Check benchmarks (CPU profiles, merged)
