@@ -61,11 +61,8 @@ func benchSeed(n int) model.Snapshot {
 	return s
 }
 
-// BenchmarkSnapshot measures Snapshot over a database of KEYGATE_BENCH_USERS users:
-//
-//	KEYGATE_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test?sslmode=disable \
-//	KEYGATE_BENCH_USERS=1000000 go test ./internal/store -run '^$' -bench Snapshot -benchtime 1x
-func BenchmarkSnapshot(b *testing.B) {
+// benchUsers is KEYGATE_BENCH_USERS, default 100000.
+func benchUsers(b *testing.B) int {
 	n := 100000
 	if v := os.Getenv(benchUsersEnv); v != "" {
 		var err error
@@ -73,6 +70,15 @@ func BenchmarkSnapshot(b *testing.B) {
 			b.Fatalf("%s=%q: want a positive number", benchUsersEnv, v)
 		}
 	}
+	return n
+}
+
+// BenchmarkSnapshot measures Snapshot over a database of KEYGATE_BENCH_USERS users:
+//
+//	KEYGATE_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test?sslmode=disable \
+//	KEYGATE_BENCH_USERS=1000000 go test ./internal/store -run '^$' -bench Snapshot -benchtime 1x
+func BenchmarkSnapshot(b *testing.B) {
+	n := benchUsers(b)
 	ctx := context.Background()
 	pool, _ := migratedPool(b)
 	builtin, seed := testBuiltin(), benchSeed(n)

@@ -347,6 +347,28 @@ func TestInvariantsLoad(t *testing.T) {
 			}
 		})
 	}
+	t.Run("a big Load (checked without guard rows) is checked too", func(t *testing.T) {
+		big := benchSeed(3000) // 30 organizations, 3000 users: over the 1000 checks that ask pg_locks
+		var kept []model.Assignment
+		for _, a := range big.Assignments {
+			if a.Role != "r-org-admin" || a.Org != "o-000007" {
+				kept = append(kept, a)
+			}
+		}
+		big.Assignments = kept
+		wantViolation(t, Load(ctx, pool, testBuiltin(), big), "organizations_live_org_admin",
+			"organization o-000007 would have no live Organization Admin")
+		if err := Load(ctx, pool, testBuiltin(), benchSeed(3000)); err != nil {
+			t.Fatalf("Load of the valid big seed: %v", err)
+		}
+		var guards int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM keygate_guards WHERE kind = 'user' AND id LIKE 'u-0%'`).Scan(&guards); err != nil {
+			t.Fatal(err)
+		}
+		if guards != 0 {
+			t.Errorf("the big Load took %d guard rows, want none (it holds the tables exclusively)", guards)
+		}
+	})
 	t.Run("a valid seed loads, twice", func(t *testing.T) {
 		for range 2 {
 			if err := Load(ctx, pool, testBuiltin(), testSeed()); err != nil {

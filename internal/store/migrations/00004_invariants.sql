@@ -29,13 +29,13 @@ CREATE TABLE keygate_guards (
 
 -- What a transaction's commit hook must check: kind 'org' (id: the organization), 'all_orgs', 'user' (the Free
 -- plan of user id), 'provider'. Rows live only inside their transaction (the hook deletes them), so the table is
--- unlogged.
+-- unlogged. Duplicates are allowed (cheaper to write than to refuse; the checks do not mind them).
 CREATE UNLOGGED TABLE keygate_pending_checks (
     xid  xid8 NOT NULL DEFAULT pg_current_xact_id(),
     kind text NOT NULL,
-    id   text COLLATE "C" NOT NULL DEFAULT '',
-    PRIMARY KEY (xid, kind, id)
+    id   text COLLATE "C" NOT NULL DEFAULT ''
 );
+CREATE INDEX keygate_pending_checks_xid_idx ON keygate_pending_checks (xid, kind);
 
 -- One row per transaction that wrote an RBAC table (more if the hook ran early, under SET CONSTRAINTS
 -- IMMEDIATE, and the transaction wrote again); its deferred trigger is the commit hook.
@@ -63,10 +63,10 @@ BEGIN
     CASE TG_TABLE_NAME
     WHEN 'assignments' THEN
         IF TG_OP = 'TRUNCATE' THEN -- before truncating: is a live Provider Admin going?
-            INSERT INTO keygate_pending_checks (kind) VALUES ('all_orgs') ON CONFLICT DO NOTHING;
+            INSERT INTO keygate_pending_checks (kind) VALUES ('all_orgs');
             IF EXISTS (SELECT 1 FROM assignments a JOIN users u ON u.id = a.user_id
                     WHERE a.role_scope = 'provider' AND u.deleted_at IS NULL) THEN
-                INSERT INTO keygate_pending_checks (kind) VALUES ('provider') ON CONFLICT DO NOTHING;
+                INSERT INTO keygate_pending_checks (kind) VALUES ('provider');
             END IF;
             RETURN NULL;
         END IF;
@@ -74,16 +74,16 @@ BEGIN
             -- an organization may have lost an admin, the system a Provider Admin
             INSERT INTO keygate_pending_checks (kind, id)
                 SELECT DISTINCT 'org', o.org_id FROM old_rows o WHERE o.org_id IS NOT NULL
-                ON CONFLICT DO NOTHING;
+               ;
             IF EXISTS (SELECT 1 FROM old_rows o WHERE o.role_scope = 'provider') THEN
-                INSERT INTO keygate_pending_checks (kind) VALUES ('provider') ON CONFLICT DO NOTHING;
+                INSERT INTO keygate_pending_checks (kind) VALUES ('provider');
             END IF;
         END IF;
         IF TG_OP IN ('INSERT', 'UPDATE') THEN
             -- a user may have joined a second organization (whatever the plan reads now: it may change)
             INSERT INTO keygate_pending_checks (kind, id)
                 SELECT DISTINCT 'user', n.user_id FROM new_rows n WHERE n.org_id IS NOT NULL
-                ON CONFLICT DO NOTHING;
+               ;
         END IF;
     WHEN 'users' THEN
         IF TG_OP = 'UPDATE' THEN
@@ -92,26 +92,26 @@ BEGIN
                 SELECT DISTINCT 'org', a.org_id
                 FROM new_rows n JOIN assignments a ON a.user_id = n.id
                 WHERE n.deleted_at IS NOT NULL AND a.org_id IS NOT NULL
-                ON CONFLICT DO NOTHING;
+               ;
             IF EXISTS (SELECT 1 FROM new_rows n JOIN assignments a ON a.user_id = n.id
                     WHERE n.deleted_at IS NOT NULL AND a.role_scope = 'provider') THEN
-                INSERT INTO keygate_pending_checks (kind) VALUES ('provider') ON CONFLICT DO NOTHING;
+                INSERT INTO keygate_pending_checks (kind) VALUES ('provider');
             END IF;
             -- moved to the Free plan
             INSERT INTO keygate_pending_checks (kind, id)
                 SELECT 'user', n.id FROM new_rows n WHERE n.plan = 'free'
-                ON CONFLICT DO NOTHING;
+               ;
         END IF;
     WHEN 'organizations' THEN
         IF TG_OP IN ('INSERT', 'UPDATE') THEN
             INSERT INTO keygate_pending_checks (kind, id)
-                SELECT 'org', n.id FROM new_rows n ON CONFLICT DO NOTHING;
+                SELECT 'org', n.id FROM new_rows n;
         END IF;
     WHEN 'roles' THEN
         -- the default Organization Admin or Provider Admin role renamed or made ordinary
         IF TG_OP = 'UPDATE' AND EXISTS (SELECT 1 FROM old_rows o
                 WHERE o.system AND o.name IN ('Organization Admin', 'Provider Admin')) THEN
-            INSERT INTO keygate_pending_checks (kind) VALUES ('all_orgs'), ('provider') ON CONFLICT DO NOTHING;
+            INSERT INTO keygate_pending_checks (kind) VALUES ('all_orgs'), ('provider');
         END IF;
     ELSE
         NULL;
@@ -142,12 +142,13 @@ CREATE TRIGGER roles_note_update AFTER UPDATE ON roles
 -- +goose StatementBegin
 CREATE FUNCTION keygate_check_invariants() RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
-    me  xid8 := pg_current_xact_id();
-    bad record;
-    n   bigint;
+    me        xid8 := pg_current_xact_id();
+    bad       record;
+    n         bigint;
+    exclusive boolean := false;
 BEGIN
     IF EXISTS (SELECT 1 FROM keygate_pending_checks WHERE xid = me AND kind = 'all_orgs') THEN
-        INSERT INTO keygate_pending_checks (kind, id) SELECT 'org', o.id FROM organizations o ON CONFLICT DO NOTHING;
+        INSERT INTO keygate_pending_checks (kind, id) SELECT 'org', o.id FROM organizations o;
         DELETE FROM keygate_pending_checks WHERE xid = me AND kind = 'all_orgs';
     END IF;
     SELECT count(*) INTO n FROM keygate_pending_checks WHERE xid = me;
@@ -156,12 +157,16 @@ BEGIN
     END IF;
 
     -- Lock, in one sorted statement (so two checkers cannot deadlock), unless nobody else can write the tables.
-    IF n < 1000 OR (SELECT count(*) FROM pg_locks l
-            WHERE l.locktype = 'relation' AND l.pid = pg_backend_pid() AND l.granted AND l.mode = 'AccessExclusiveLock'
-                AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                AND l.relation IN ('organizations'::regclass, 'users'::regclass, 'assignments'::regclass)) < 3 THEN
+    -- (pg_locks is asked only for big checks: reading it takes every lock partition.)
+    IF n >= 1000 THEN
+        SELECT count(*) = 3 INTO exclusive FROM pg_locks l
+        WHERE l.locktype = 'relation' AND l.pid = pg_backend_pid() AND l.granted AND l.mode = 'AccessExclusiveLock'
+            AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+            AND l.relation IN ('organizations'::regclass, 'users'::regclass, 'assignments'::regclass);
+    END IF;
+    IF NOT exclusive THEN
         INSERT INTO keygate_guards (kind, id)
-            SELECT p.kind, p.id FROM keygate_pending_checks p WHERE p.xid = me ORDER BY p.kind, p.id
+            SELECT DISTINCT p.kind, p.id FROM keygate_pending_checks p WHERE p.xid = me ORDER BY p.kind, p.id
             ON CONFLICT (kind, id) DO UPDATE SET version = keygate_guards.version + 1;
     END IF;
 

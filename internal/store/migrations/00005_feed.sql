@@ -56,29 +56,39 @@ CREATE FUNCTION keygate_position() RETURNS bigint LANGUAGE sql STABLE AS $$
 $$;
 -- +goose StatementEnd
 
+-- keygate_key(row, columns) is the primary key of a row as {"column": value}.
 -- +goose StatementBegin
-CREATE FUNCTION keygate_key(r jsonb, cols text[]) RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
-    SELECT jsonb_object_agg(c, r -> c) FROM unnest(cols) AS c
+CREATE FUNCTION keygate_key(r jsonb, cols text[]) RETURNS jsonb LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    k jsonb := '{}';
+    c text;
+BEGIN
+    FOREACH c IN ARRAY cols LOOP
+        k := k || jsonb_build_object(c, r -> c);
+    END LOOP;
+    RETURN k;
+END
 $$;
 -- +goose StatementEnd
 
--- Inserts, deletes and truncates, per statement. TG_ARGV: the table's primary key columns.
+-- Inserts, deletes and truncates, per statement. TG_ARGV: the table's primary key columns. The key is built by
+-- jsonb_build_object in one statement per trigger call (a function call per row would cost a COPY of a million
+-- rows minutes).
 -- +goose StatementBegin
 CREATE FUNCTION keygate_feed_statement() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     me   xid8 := pg_current_xact_id();
     base integer;
+    key  text;
 BEGIN
     PERFORM keygate_register_commit();
     SELECT coalesce(max(seq), 0) INTO base FROM keygate_changes WHERE xid = me;
-    IF TG_OP = 'INSERT' THEN
-        INSERT INTO keygate_changes (xid, seq, table_name, op, key, row)
-            SELECT me, base + row_number() OVER (), TG_TABLE_NAME, 'insert', keygate_key(r, TG_ARGV), r
-            FROM (SELECT to_jsonb(n) AS r FROM new_rows n) s;
-    ELSIF TG_OP = 'DELETE' THEN
-        INSERT INTO keygate_changes (xid, seq, table_name, op, key, row)
-            SELECT me, base + row_number() OVER (), TG_TABLE_NAME, 'delete', keygate_key(r, TG_ARGV), r
-            FROM (SELECT to_jsonb(o) AS r FROM old_rows o) s;
+    IF TG_OP IN ('INSERT', 'DELETE') THEN
+        SELECT string_agg(format('%L, r -> %L', c, c), ', ') INTO key FROM unnest(TG_ARGV) AS c;
+        EXECUTE format('INSERT INTO keygate_changes (xid, seq, table_name, op, key, row)
+            SELECT $1, $2 + row_number() OVER (), $3, $4, jsonb_build_object(%s), r
+            FROM (SELECT to_jsonb(t) AS r FROM %I t) s', key, CASE TG_OP WHEN 'INSERT' THEN 'new_rows' ELSE 'old_rows' END)
+            USING me, base, TG_TABLE_NAME, lower(TG_OP);
     ELSE
         INSERT INTO keygate_changes (xid, seq, table_name, op) VALUES (me, base + 1, TG_TABLE_NAME, 'truncate');
     END IF;
