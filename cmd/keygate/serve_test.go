@@ -45,7 +45,7 @@ func demoSeedFile(t *testing.T) string {
 	return p
 }
 
-var revisionRe = regexp.MustCompile(`revision ([0-9a-f]+)`)
+var revisionRe = regexp.MustCompile(`revision ([0-9]+-[0-9a-f]+)`)
 
 // buildRevision runs keygate build with args and returns the revision it reports.
 func buildRevision(t *testing.T, args ...string) string {

@@ -243,7 +243,9 @@ func (s *Server) build(ctx context.Context) (rev string, changed bool, err error
 	if err != nil {
 		return "", false, fmt.Errorf("validating the data: %w", err)
 	}
-	b, err := compiler.Build(m, s.cfg.Build)
+	opts := s.cfg.Build
+	opts.Position = snap.Position // the revision orders builds by the source's commit position
+	b, err := compiler.Build(m, opts)
 	if err != nil {
 		return "", false, fmt.Errorf("compiling: %w", err)
 	}

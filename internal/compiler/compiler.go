@@ -1,5 +1,6 @@
 // Package compiler turns a validated model into an OPA bundle: the policies plus one decision-shaped data
-// document (docs/data-layout.md), a .manifest with the "keygate" root and a content-hash revision, and an
+// document (docs/data-layout.md), a .manifest with the "keygate" root and a "POSITION-HASH" revision
+// (internal/revision: the source's commit position and the content hash), and an
 // optional signature that a stock opa verifies with --verification-key. The same model gives the same bytes.
 package compiler
 
@@ -21,6 +22,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/bundle"
 
 	"github.com/keygate/keygate/internal/model"
+	"github.com/keygate/keygate/internal/revision"
 	"github.com/keygate/keygate/policies"
 )
 
@@ -39,6 +41,9 @@ type Options struct {
 	KeyID string
 	// Modules overrides the policies (tests); nil means the embedded policies.
 	Modules []policies.File
+	// Position is the source's commit position the data was read at (model.Snapshot.Position; 0 for a seed
+	// file): the revision is revision.Format(Position, content hash).
+	Position uint64
 }
 
 // Validate checks the options and fills in defaults.
@@ -103,7 +108,7 @@ func Build(m *model.Model, opts Options) (*Bundle, error) {
 		}
 	}
 	data := Data(m)
-	rev := revision(data, mods)
+	rev := revision.Format(opts.Position, contentHash(data, mods))
 
 	b := bundle.Bundle{
 		Manifest: bundle.Manifest{Revision: rev, Roots: &[]string{Root}},
@@ -134,8 +139,8 @@ func Data(m *model.Model) []byte {
 	return w.buf.Bytes()
 }
 
-// revision hashes the bundle's content: the data document and every policy module (path and source).
-func revision(data []byte, mods []policies.File) string {
+// contentHash hashes the bundle's content: the data document and every policy module (path and source).
+func contentHash(data []byte, mods []policies.File) string {
 	h := sha256.New()
 	h.Write(data)
 	for _, f := range mods {

@@ -20,6 +20,7 @@ import (
 	"github.com/keygate/keygate/internal/engine"
 	"github.com/keygate/keygate/internal/importer"
 	"github.com/keygate/keygate/internal/model"
+	"github.com/keygate/keygate/internal/revision"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -82,6 +83,29 @@ func TestBuildIsDeterministic(t *testing.T) {
 	}
 	if c.Revision == a.Revision {
 		t.Fatal("a data change kept the revision")
+	}
+}
+
+func TestRevisionNamesThePosition(t *testing.T) {
+	t.Parallel()
+	at0, err := compiler.Build(demoModel(t), compiler.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at42, err := compiler.Build(demoModel(t), compiler.Options{Position: 42})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r0, err := revision.Parse(at0.Revision)
+	if err != nil || r0.Position != 0 || !strings.HasPrefix(at0.Revision, "0-") {
+		t.Fatalf("revision without a position %q (%v), want 0-HASH", at0.Revision, err)
+	}
+	r42, err := revision.Parse(at42.Revision)
+	if err != nil || r42.Position != 42 || r42.Hash != r0.Hash || at42.Revision != revision.Format(42, r0.Hash) {
+		t.Fatalf("revision at position 42 %q (%v), want 42-%s", at42.Revision, err, r0.Hash)
+	}
+	if !revision.Older(at0.Revision, at42.Revision) {
+		t.Errorf("%s is not older than %s", at0.Revision, at42.Revision)
 	}
 }
 

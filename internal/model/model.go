@@ -67,6 +67,9 @@ type Snapshot struct {
 	Assignments   []Assignment   `json:"assignments,omitempty"`
 	Tokens        []Token        `json:"tokens,omitempty"`
 	Routes        []Route        `json:"routes,omitempty"`
+	// Position is the source's commit position the snapshot was read at (store.Snapshot); 0 when the source has
+	// none (a seed file). Not part of a seed file.
+	Position uint64 `json:"-" yaml:"-"`
 }
 
 // Key is one permission.

@@ -14,8 +14,8 @@ import (
 // benchUsersEnv sets the number of users of BenchmarkSnapshot (default 100000).
 const benchUsersEnv = "KEYGATE_BENCH_USERS"
 
-// benchSeed generates a seed of n users: one organization per 100 users (at least 2), each with two teams, a
-// workspace and a custom role; every user holds the User role in two organizations and every other user a team
+// benchSeed generates a seed of n users: one organization per 100 users (at least 2), each with its owner as
+// Organization Admin, two teams, a workspace and a custom role; user 1 is the Provider Admin; every user holds the User role in two organizations and every other user a team
 // role too (2-3 roles each), is a member of a team, and every tenth owns a design and a token.
 func benchSeed(n int) model.Snapshot {
 	nOrgs := max(2, n/100)
@@ -30,6 +30,7 @@ func benchSeed(n int) model.Snapshot {
 	for o := range nOrgs {
 		owner := user(o % n)
 		s.Organizations = append(s.Organizations, model.Organization{ID: org(o), Name: "Org " + org(o), Owner: owner})
+		s.Assignments = append(s.Assignments, model.Assignment{User: owner, Role: "r-org-admin", Org: org(o)})
 		s.Keychains = append(s.Keychains, model.Keychain{ID: "kc-" + org(o), Name: "Custom", Org: org(o), Keys: []string{"Edit User"}})
 		s.Roles = append(s.Roles, model.Role{ID: "r-" + org(o), Name: "Auditor", Scope: model.ScopeOrganization, Org: org(o), Keychains: []string{"Custom"}})
 		s.Workspaces = append(s.Workspaces, model.Workspace{ID: "w-" + org(o), Org: org(o), Name: "WS", Owner: owner,
@@ -41,7 +42,7 @@ func benchSeed(n int) model.Snapshot {
 	plans := []string{model.PlanTeam, model.PlanEnterprise}
 	for i := range n {
 		u := user(i)
-		s.Users = append(s.Users, model.User{ID: u, Email: u + "@example.com", Plan: plans[i%2], Deleted: i%97 == 0})
+		s.Users = append(s.Users, model.User{ID: u, Email: u + "@example.com", Plan: plans[i%2], Deleted: i%97 == 0 && i >= nOrgs})
 		a, b := i%nOrgs, (i+1)%nOrgs
 		s.Assignments = append(s.Assignments,
 			model.Assignment{User: u, Role: "r-user", Org: org(a)},
@@ -56,14 +57,12 @@ func benchSeed(n int) model.Snapshot {
 			s.Tokens = append(s.Tokens, model.Token{ID: "tok-" + u, User: u, ExpiresAt: "2030-01-01T00:00:00Z"})
 		}
 	}
+	s.Assignments = append(s.Assignments, model.Assignment{User: user(1 % n), Role: model.RoleProviderAdmin})
 	return s
 }
 
-// BenchmarkSnapshot measures Snapshot over a database of KEYGATE_BENCH_USERS users:
-//
-//	KEYGATE_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test?sslmode=disable \
-//	KEYGATE_BENCH_USERS=1000000 go test ./internal/store -run '^$' -bench Snapshot -benchtime 1x
-func BenchmarkSnapshot(b *testing.B) {
+// benchUsers is KEYGATE_BENCH_USERS, default 100000.
+func benchUsers(b *testing.B) int {
 	n := 100000
 	if v := os.Getenv(benchUsersEnv); v != "" {
 		var err error
@@ -71,6 +70,15 @@ func BenchmarkSnapshot(b *testing.B) {
 			b.Fatalf("%s=%q: want a positive number", benchUsersEnv, v)
 		}
 	}
+	return n
+}
+
+// BenchmarkSnapshot measures Snapshot over a database of KEYGATE_BENCH_USERS users:
+//
+//	KEYGATE_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test?sslmode=disable \
+//	KEYGATE_BENCH_USERS=1000000 go test ./internal/store -run '^$' -bench Snapshot -benchtime 1x
+func BenchmarkSnapshot(b *testing.B) {
+	n := benchUsers(b)
 	ctx := context.Background()
 	pool, _ := migratedPool(b)
 	builtin, seed := testBuiltin(), benchSeed(n)

@@ -17,7 +17,8 @@ import (
 // one entry per default role that data extended (name, keychains and owner-only keys, no id), and the users,
 // organizations, teams, workspaces, designs, assignments, tokens and routes. Resolve it with the built-in
 // catalogue as Load did. Entries are ordered by primary key (byte order) and lists sorted, so two reads of the
-// same data are identical.
+// same data are identical. Position is the commit position the read saw (keygate_position()): the snapshot
+// holds every change of the feed up to it and none after.
 func Snapshot(ctx context.Context, pool *pgxpool.Pool) (model.Snapshot, error) {
 	tx, err := pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
@@ -33,10 +34,16 @@ func Snapshot(ctx context.Context, pool *pgxpool.Pool) (model.Snapshot, error) {
 	if _, err := tx.Exec(ctx, "SET LOCAL work_mem = '64MB'"); err != nil {
 		return model.Snapshot{}, fmt.Errorf("reading snapshot: %w", err)
 	}
+	// The position this transaction's snapshot sees: exactly the changes of positions up to it (keygate_position).
+	var pos int64
+	if err := tx.QueryRow(ctx, "SELECT keygate_position()").Scan(&pos); err != nil {
+		return model.Snapshot{}, fmt.Errorf("reading snapshot: reading the position: %w", err)
+	}
 	s, err := readSnapshot(ctx, tx)
 	if err != nil {
 		return model.Snapshot{}, err
 	}
+	s.Position = uint64(pos)
 	if err := tx.Commit(ctx); err != nil {
 		return model.Snapshot{}, fmt.Errorf("reading snapshot: %w", err)
 	}
