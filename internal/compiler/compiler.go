@@ -93,6 +93,8 @@ type Bundle struct {
 	Signed   bool
 	// DataSize is the size of the uncompressed data document.
 	DataSize int
+	// Doc is the data document (data.keygate.db) as Data writes it: the input of Diff for delta bundles.
+	Doc []byte
 }
 
 // Build compiles a model into a bundle.
@@ -129,7 +131,7 @@ func Build(m *model.Model, opts Options) (*Bundle, error) {
 	if err := bundle.NewWriter(&buf).DisableFormat(true).Write(b); err != nil {
 		return nil, fmt.Errorf("writing bundle: %w", err)
 	}
-	return &Bundle{Data: buf.Bytes(), Revision: rev, Signed: len(opts.SigningKey) > 0, DataSize: len(data)}, nil
+	return &Bundle{Data: buf.Bytes(), Revision: rev, Signed: len(opts.SigningKey) > 0, DataSize: len(data), Doc: data}, nil
 }
 
 // Data returns the canonical JSON of the model's data document (data.keygate.db).

@@ -109,8 +109,8 @@ func (w *jsonWriter) keyFlags(keys map[string]bool) {
 	w.close()
 }
 
-// rolesetMap writes {"user": "n"} (rolesetName: "r<n>" for a twin).
-func (w *jsonWriter) rolesetMap(m map[string]int) {
+// rolesetMap writes {"user": "<role set id>"} (name: layout.rolesetName).
+func (w *jsonWriter) rolesetMap(m map[string]int, name func(int) string) {
 	users := make([]string, 0, len(m))
 	for u := range m {
 		users = append(users, u)
@@ -119,7 +119,7 @@ func (w *jsonWriter) rolesetMap(m map[string]int) {
 	w.open()
 	for _, u := range users {
 		w.key(u)
-		w.str(rolesetName(m[u]))
+		w.str(name(m[u]))
 	}
 	w.close()
 }

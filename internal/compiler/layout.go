@@ -2,6 +2,8 @@ package compiler
 
 import (
 	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
 	"maps"
 	"slices"
 	"sort"
@@ -17,6 +19,7 @@ type layout struct {
 	m *model.Model
 
 	rolesets     []roleset                 // by index
+	rolesetIDs   []string                  // by index: the id in the data (rolesetIDs)
 	twins        map[int]bool              // role sets some restricted member holds in an org (see twin)
 	orgMembers   map[string]map[string]int // org -> user -> roleset, or twin(roleset) for a restricted user
 	teamRoles    map[string]map[string]int // team -> user -> roleset
@@ -156,6 +159,7 @@ func plan(m *model.Model) *layout {
 		final[tmp] = n
 		l.rolesets = append(l.rolesets, l.newRoleset(lists[tmp]))
 	}
+	l.rolesetIDs = rolesetIDs(l.rolesets)
 	restricted := maps.Clone(l.providers)
 	maps.Copy(restricted, deleted)
 	for _, g := range groups {
@@ -188,16 +192,44 @@ func plan(m *model.Model) *layout {
 
 // twin numbers the twin of role set n: the same roles, keys and grants, but no fast entries. A deleted user's
 // and a Provider Admin's org memberships point at twins, so the policies' fast paths, which assume a live
-// user whose org role set is the only grant source, never apply to them. Written as "r<n>" (rolesetName).
+// user whose org role set is the only grant source, never apply to them. Written as "r<id>" (rolesetName).
 // twin is its own inverse: twin(twin(n)) == n.
 func twin(n int) int { return -n - 1 }
 
 // rolesetName is the id of role set n (or of a twin) in the data.
-func rolesetName(n int) string {
+func (l *layout) rolesetName(n int) string {
 	if n < 0 {
-		return "r" + strconv.Itoa(twin(n))
+		return "r" + l.rolesetIDs[twin(n)]
 	}
-	return strconv.Itoa(n)
+	return l.rolesetIDs[n]
+}
+
+// rolesetIDs names role sets by their content, so that a set keeps its id when other sets appear or go and a
+// change to one membership changes one value of the data (delta bundles stay small): the first 8 hex digits
+// of the SHA-256 of the set's sorted role ids, 16 for sets whose 8 digits another set of the same data shares,
+// all 64 if 16 are shared too.
+func rolesetIDs(sets []roleset) []string {
+	full := make([]string, len(sets))
+	for i, rs := range sets {
+		h := sha256.Sum256([]byte(strings.Join(rs.roles, "\x00")))
+		full[i] = hex.EncodeToString(h[:])
+	}
+	ids := make([]string, len(sets))
+	for i := range ids {
+		ids[i] = full[i][:8]
+	}
+	for _, n := range []int{16, 64} {
+		count := map[string]int{}
+		for _, id := range ids {
+			count[id]++
+		}
+		for i, id := range ids {
+			if count[id] > 1 {
+				ids[i] = full[i][:n]
+			}
+		}
+	}
+	return ids
 }
 
 func (l *layout) newRoleset(roles []string) roleset {
@@ -307,7 +339,7 @@ func (l *layout) write(w *jsonWriter) {
 		w.key("admins")
 		w.raw(strconv.Itoa(l.orgAdmins[o.ID]))
 		w.key("members")
-		w.rolesetMap(l.orgMembers[o.ID])
+		w.rolesetMap(l.orgMembers[o.ID], l.rolesetName)
 		w.field("name", o.Name)
 		w.field("owner", o.Owner)
 		w.key("team_admins")
@@ -372,9 +404,9 @@ func (l *layout) write(w *jsonWriter) {
 	// Keys of an object are sorted as strings ("10" < "2"), as OPA hashes them.
 	rsNames := map[string]int{}
 	for i := range l.rolesets {
-		rsNames[rolesetName(i)] = i
+		rsNames[l.rolesetName(i)] = i
 		if l.twins[i] {
-			rsNames[rolesetName(twin(i))] = twin(i)
+			rsNames[l.rolesetName(twin(i))] = twin(i)
 		}
 	}
 	for _, n := range slices.Sorted(maps.Keys(rsNames)) {
@@ -431,7 +463,7 @@ func (l *layout) write(w *jsonWriter) {
 		w.field("org", t.Org)
 		w.field("owner", t.Owner)
 		w.key("roles")
-		w.rolesetMap(l.teamRoles[t.ID])
+		w.rolesetMap(l.teamRoles[t.ID], l.rolesetName)
 		w.close()
 	}
 	w.close()
@@ -466,7 +498,7 @@ func (l *layout) write(w *jsonWriter) {
 		w.field("org", ws.Org)
 		w.field("owner", ws.Owner)
 		w.key("roles")
-		w.rolesetMap(l.wsRoles[ws.ID])
+		w.rolesetMap(l.wsRoles[ws.ID], l.rolesetName)
 		w.key("teams")
 		w.set(ws.Teams)
 		w.close()
