@@ -3,7 +3,7 @@
 // answers OPA's bundle protocol (ETag / If-None-Match, long polling with "Prefer: wait=N") at
 // GET /bundles/keygate.tar.gz, with /health and /metrics beside it.
 //
-// Delta bundles are not produced: a client asking for "modes=snapshot,delta" gets snapshot bundles.
+// A client at a revision the server retains gets a delta bundle (DeltaConfig) instead of the snapshot.
 package bundleserver
 
 import (
@@ -46,6 +46,8 @@ type Config struct {
 	RetryInterval time.Duration `yaml:"retry_interval"`
 	// ShutdownTimeout bounds the graceful shutdown of the HTTP server. Default 10s.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// Deltas configures delta bundles: on by default for unsigned bundles, off for signed ones.
+	Deltas DeltaConfig `yaml:"deltas"`
 	// Source reads the data snapshot (without the built-in catalogue, which the build adds). Required.
 	Source func(ctx context.Context) (model.Snapshot, error) `yaml:"-"`
 }
@@ -67,6 +69,7 @@ func (c *Config) SetDefaults() {
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
 	}
+	c.Deltas.setDefaults()
 }
 
 // Validate checks the configuration (after SetDefaults) and names the bad key. It fills in the compiler's
@@ -86,6 +89,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		return fmt.Errorf("shutdown_timeout: %s is not positive", c.ShutdownTimeout)
+	}
+	if err := c.Deltas.validate(); err != nil {
+		return err
 	}
 	if c.Source == nil {
 		return errors.New("source: required")

@@ -29,9 +29,15 @@ type metrics struct {
 	objects       *prometheus.GaugeVec
 	sourceUp      prometheus.Gauge
 	requests      map[int]prometheus.Counter
+	sentCount     *prometheus.CounterVec
+	sentBytes     *prometheus.CounterVec
+	deltaDuration prometheus.Histogram
 }
 
-func newMetrics(staleness func() float64) *metrics {
+// bundleKinds are the values of the kind label: what a 200 answer carried.
+var bundleKinds = []string{"snapshot", "delta"}
+
+func newMetrics(staleness func() float64, h *history) *metrics {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := &metrics{
@@ -71,7 +77,45 @@ func newMetrics(staleness func() float64) *metrics {
 		Name: "keygate_source_staleness_seconds",
 		Help: "Seconds since the first change not yet in the served bundle (0 when up to date).",
 	}, staleness)
-	reg.MustRegister(m.buildDuration, m.builds, m.lastSuccess, m.size, m.objects, m.sourceUp, requests, staleGauge)
+	m.sentCount = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "keygate_bundle_responses_total",
+		Help: "Bundles sent (200 answers), by kind: snapshot or delta.",
+	}, []string{"kind"})
+	m.sentBytes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "keygate_bundle_response_bytes_total",
+		Help: "Bytes of the bundles sent, by kind: snapshot or delta.",
+	}, []string{"kind"})
+	m.deltaDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "keygate_bundle_delta_duration_seconds",
+		Help:    "Time to compute one delta bundle (diff of two retained data documents + writing it).",
+		Buckets: []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+	})
+	retained := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "keygate_bundle_retained_revisions",
+		Help: "Revisions whose data document is retained as a base of delta bundles (0 when deltas are off).",
+	}, func() float64 {
+		if h == nil {
+			return 0
+		}
+		n, _ := h.stats()
+		return float64(n)
+	})
+	retainedBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "keygate_bundle_retained_bytes",
+		Help: "Total size of the retained data documents.",
+	}, func() float64 {
+		if h == nil {
+			return 0
+		}
+		_, b := h.stats()
+		return float64(b)
+	})
+	reg.MustRegister(m.buildDuration, m.builds, m.lastSuccess, m.size, m.objects, m.sourceUp, requests, staleGauge,
+		m.sentCount, m.sentBytes, m.deltaDuration, retained, retainedBytes)
+	for _, k := range bundleKinds {
+		m.sentCount.WithLabelValues(k)
+		m.sentBytes.WithLabelValues(k)
+	}
 	for _, r := range []string{"success", "failure"} {
 		m.builds.WithLabelValues(r)
 		m.buildDuration.WithLabelValues(r)
@@ -89,6 +133,12 @@ func (m *metrics) request(code int) {
 	if c, ok := m.requests[code]; ok {
 		c.Inc()
 	}
+}
+
+// sent counts a bundle sent.
+func (m *metrics) sent(kind string, n int) {
+	m.sentCount.WithLabelValues(kind).Inc()
+	m.sentBytes.WithLabelValues(kind).Add(float64(n))
 }
 
 func (m *metrics) buildDone(ok bool, d time.Duration) {

@@ -35,6 +35,7 @@ type Server struct {
 	metrics *metrics
 	lis     net.Listener
 	http    *http.Server
+	history *history // retained revisions for delta bundles; nil when deltas are off
 
 	state    atomic.Pointer[state] // the served bundle and the channel closed when it is replaced
 	trigger  chan struct{}         // buffered(1): coalesces triggers
@@ -72,7 +73,10 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{cfg: cfg, logger: logger, trigger: make(chan struct{}, 1), stopping: make(chan struct{})}
-	s.metrics = newMetrics(s.staleness)
+	if cfg.Deltas.enabled(len(cfg.Build.SigningKey) > 0) {
+		s.history = newHistory(cfg.Deltas)
+	}
+	s.metrics = newMetrics(s.staleness, s.history)
 	s.state.Store(&state{next: make(chan struct{})})
 	lis, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
@@ -155,7 +159,7 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}()
 	s.logger.Info("bundle server listening", "addr", s.Addr().String(), "path", BundlePath,
-		"signed", len(s.cfg.Build.SigningKey) > 0)
+		"signed", len(s.cfg.Build.SigningKey) > 0, "deltas", s.history != nil)
 
 	var err error
 	select {
@@ -254,6 +258,9 @@ func (s *Server) build(ctx context.Context) (rev string, changed bool, err error
 	if old.bundle != nil && old.bundle.revision == b.Revision {
 		return b.Revision, false, nil
 	}
+	if s.history != nil {
+		s.history.add(b.Revision, b.Doc)
+	}
 	s.state.Store(&state{
 		bundle: &served{data: b.Data, revision: b.Revision, etag: `"` + b.Revision + `"`},
 		next:   make(chan struct{}),
@@ -346,11 +353,16 @@ func (s *Server) handleBundle(w http.ResponseWriter, r *http.Request) {
 	if !longPoll {
 		h.Set("Content-Type", gzipContentType)
 	}
-	h.Set("Content-Length", strconv.Itoa(len(b.data)))
+	body, kind := b.data, "snapshot"
+	if d := s.deltaFor(r, b); d != nil {
+		body, kind = d, "delta"
+	}
+	h.Set("Content-Length", strconv.Itoa(len(body)))
 	s.metrics.request(http.StatusOK)
+	s.metrics.sent(kind, len(body))
 	w.WriteHeader(http.StatusOK)
 	if r.Method != http.MethodHead {
-		_, _ = w.Write(b.data)
+		_, _ = w.Write(body)
 	}
 }
 
