@@ -157,7 +157,7 @@ func newEngine(cfg BundleConfig, logger *slog.Logger, m *metrics, onReady func()
 		return nil, err
 	}
 	ol := &opaLogger{l: logger.With("component", "opa")}
-	mgr, err := plugins.New(raw, "keygate-sidecar", inmem.New(),
+	mgr, err := plugins.New(raw, "keygate-sidecar", newOrderedStore(inmem.New(), bundleName, refusedOlder(logger, m)),
 		plugins.Logger(ol), plugins.ConsoleLogger(ol), plugins.WithEnableTelemetry(false))
 	if err != nil {
 		return nil, fmt.Errorf("configuring OPA: %w", err)

@@ -21,7 +21,13 @@ type metrics struct {
 	ready                             prometheus.Gauge
 	jwtFailures                       *prometheus.CounterVec
 	logsDropped                       prometheus.Counter
+	refused                           *prometheus.CounterVec // by refusedReasons
 }
+
+// Values of keygate_bundle_refused_total's reason label.
+const refusedOlderRevision = "older_revision"
+
+var refusedReasons = []string{refusedOlderRevision}
 
 func newMetrics() *metrics {
 	reg := prometheus.NewRegistry()
@@ -67,6 +73,10 @@ func newMetrics() *metrics {
 			Name: "keygate_decision_logs_dropped_total",
 			Help: "Decision log entries dropped because the log queue was full.",
 		}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keygate_bundle_refused_total",
+			Help: "Bundles (snapshots or deltas) refused before activation, by reason; the active bundle stays.",
+		}, []string{"reason"}),
 	}
 	f(m.decisions)
 	f(m.activations)
@@ -75,6 +85,10 @@ func newMetrics() *metrics {
 	f(m.ready)
 	f(m.jwtFailures)
 	f(m.logsDropped)
+	f(m.refused)
+	for _, r := range refusedReasons {
+		m.refused.WithLabelValues(r)
+	}
 	for _, r := range []string{"success", "failure"} {
 		m.activations.WithLabelValues(r)
 	}
