@@ -118,7 +118,7 @@ func opaConfig(b BundleConfig) ([]byte, error) {
 			resource += "?" + u.RawQuery
 		}
 		src["service"] = bundleName
-		src["resource"] = resource
+		src["resource"] = snapshotsOnly(b, resource)
 		polling := map[string]any{
 			"min_delay_seconds": int64(b.MinDelay / time.Second),
 			"max_delay_seconds": int64(b.MaxDelay / time.Second),

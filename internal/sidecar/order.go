@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 
 	"github.com/open-policy-agent/opa/v1/bundle"
@@ -40,6 +41,19 @@ func refusedOlder(logger *slog.Logger, m *metrics) func(candidate, active string
 		logger.Warn("bundle refused: its revision is older than the active one; the active bundle keeps answering",
 			"revision", candidate, "active_revision", active)
 	}
+}
+
+// snapshotsOnly adds "mode=snapshot" to the bundle resource when OPA could not apply a delta bundle, so that a
+// keygate bundle server sends snapshots: OPA refuses deltas when it verifies signatures (a delta carries
+// none) and when it persists bundles, and would otherwise be sent the same delta again and again.
+func snapshotsOnly(b BundleConfig, resource string) string {
+	if b.VerificationKey == "" && b.PersistDir == "" {
+		return resource
+	}
+	if strings.Contains(resource, "?") {
+		return resource + "&mode=snapshot"
+	}
+	return resource + "?mode=snapshot"
 }
 
 // errOlderRevision is returned by Commit for a refused activation.
