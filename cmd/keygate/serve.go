@@ -59,7 +59,13 @@ OPA long polling with "Prefer: wait=N"), /health (200 once a bundle is built) an
 
 With --database-url the bundle is rebuilt when the database changes (LISTEN/NOTIFY, debounced) and every
 --rebuild-interval as a safety net; a failed build (database down, invalid data) keeps the last good bundle
-served. With --seed the file is read at start. Delta bundles are not produced.`,
+served. With --seed the file is read at start.
+
+A client at a revision the server retains (--delta-revisions, --delta-max-bytes) gets a delta bundle (OPA's
+patch.json format) instead of the snapshot: by default only when the bundles are unsigned, since OPA cannot
+verify a delta (--deltas on sends them with signed snapshots too; verifying clients must then set
+allow_unsigned_delta_bundles and reach the server over an authenticated channel). A client adding
+?mode=snapshot to the bundle URL always gets the snapshot.`,
 		Example: `  keygate serve --database-url postgres://keygate@db/keygate --signing-key signing-key.pem --addr 0.0.0.0:8282`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -108,6 +114,9 @@ served. With --seed the file is read at start. Delta bundles are not produced.`,
 	f := cmd.Flags()
 	f.StringVar(&cfg.Addr, "addr", bundleserver.DefaultAddr, "HTTP listener host:port")
 	f.DurationVar(&cfg.MaxWait, "max-wait", bundleserver.DefaultMaxWait, "cap on the long-polling wait clients ask for")
+	f.StringVar(&cfg.Deltas.Mode, "deltas", bundleserver.DeltasAuto, "delta bundles: auto (when unsigned), on (also with signed snapshots) or off")
+	f.IntVar(&cfg.Deltas.Retain, "delta-revisions", bundleserver.DefaultDeltaRetain, "revisions retained as delta bases, the served one included")
+	f.Int64Var(&cfg.Deltas.MaxBytes, "delta-max-bytes", bundleserver.DefaultDeltaMaxBytes, "bound on the retained data documents' total size")
 	f.DurationVar(&debounce, "debounce", store.DefaultDebounce, "gather database changes this long before rebuilding")
 	f.DurationVar(&rebuild, "rebuild-interval", store.DefaultRebuild, "rebuild this often even without notifications (negative: never)")
 	return cmd
