@@ -9,6 +9,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/bundle"
 
 	"github.com/keygate/keygate/internal/compiler"
+	"github.com/keygate/keygate/internal/revision"
 )
 
 // atPosition rebuilds a compiled bundle with the revision "POSITION-HASH" (signed again with key when set):
@@ -19,7 +20,7 @@ func atPosition(t testing.TB, b *compiler.Bundle, position string, key []byte) (
 	if err != nil {
 		t.Fatal(err)
 	}
-	rev = position + "-" + b.Revision
+	rev = position + "-" + contentHash(t, b.Revision)
 	out.Manifest.Revision = rev
 	out.Signatures = bundle.SignaturesConfig{}
 	if key != nil {
@@ -34,6 +35,15 @@ func atPosition(t testing.TB, b *compiler.Bundle, position string, key []byte) (
 	return buf.Bytes(), rev
 }
 
+func contentHash(t testing.TB, rev string) string {
+	t.Helper()
+	r, err := revision.Parse(rev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.Hash
+}
+
 // deltaAt is a delta bundle from the data of from to the data of to, with the revision "POSITION-HASH".
 func deltaAt(t testing.TB, from, to *compiler.Bundle, position string) (data []byte, rev string) {
 	t.Helper()
@@ -41,7 +51,7 @@ func deltaAt(t testing.TB, from, to *compiler.Bundle, position string) (data []b
 	if err != nil {
 		t.Fatal(err)
 	}
-	rev = position + "-" + to.Revision
+	rev = position + "-" + contentHash(t, to.Revision)
 	data, err = compiler.DeltaBundle(rev, ops, to.Doc)
 	if err != nil {
 		t.Fatal(err)
