@@ -133,3 +133,22 @@ func TestOlderDeltaIsRefused(t *testing.T) {
 		t.Fatalf("trent after the delta to revision 6: %s, want allow", got)
 	}
 }
+
+// TestSnapshotsOnly: a sidecar that verifies signatures or persists bundles (OPA refuses deltas then) asks a
+// keygate bundle server for snapshots; others leave the resource alone and may get deltas.
+func TestSnapshotsOnly(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		b        BundleConfig
+		resource string
+		want     string
+	}{
+		{BundleConfig{}, "/bundles/keygate.tar.gz", "/bundles/keygate.tar.gz"},
+		{BundleConfig{VerificationKey: "k.pem"}, "/bundles/keygate.tar.gz", "/bundles/keygate.tar.gz?mode=snapshot"},
+		{BundleConfig{PersistDir: "/var/lib/keygate"}, "/b.tar.gz?x=1", "/b.tar.gz?x=1&mode=snapshot"},
+	} {
+		if got := snapshotsOnly(tc.b, tc.resource); got != tc.want {
+			t.Errorf("snapshotsOnly(%+v, %q) = %q, want %q", tc.b, tc.resource, got, tc.want)
+		}
+	}
+}
