@@ -53,7 +53,7 @@ func (s *sourceFlags) snapshot(ctx context.Context) (model.Snapshot, error) {
 	}
 	switch {
 	case s.seed != "":
-		return seed.ReadFile(s.seed)
+		return readSeed(s.seed)
 	case s.databaseURL != "":
 		return databaseSnapshot(ctx, s.databaseURL)
 	}
@@ -71,4 +71,20 @@ func (s *sourceFlags) model(ctx context.Context) (*model.Model, error) {
 		return nil, fmt.Errorf("%s: %w", s.describe(), err)
 	}
 	return m, nil
+}
+
+// readSeed reads a seed file; one without routes gets the built-in identity API route table
+// (bundles/routes/identity.yaml), so `keygate serve --seed bundles/demo.yaml` answers Envoy like keygate dev.
+// A seed that lists routes keeps only its own (docs/decisions.md).
+func readSeed(path string) (model.Snapshot, error) {
+	snap, err := seed.ReadFile(path)
+	if err != nil || len(snap.Routes) > 0 {
+		return snap, err
+	}
+	routes, err := catalog.IdentityRoutes()
+	if err != nil {
+		return model.Snapshot{}, err
+	}
+	snap.Routes = routes.Routes
+	return snap, nil
 }
