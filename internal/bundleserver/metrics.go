@@ -59,7 +59,7 @@ func newMetrics(staleness func() float64) *metrics {
 		}, []string{"kind"}),
 		sourceUp: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "keygate_source_up",
-			Help: "1 when the data source (database) is reachable.",
+			Help: "1 when the data source (database) answered its last probe (every second) or read.",
 		}),
 		requests: map[int]prometheus.Counter{},
 	}
@@ -69,7 +69,7 @@ func newMetrics(staleness func() float64) *metrics {
 	}, []string{"code"})
 	staleGauge := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "keygate_source_staleness_seconds",
-		Help: "Seconds since the first change not yet in the served bundle (0 when up to date).",
+		Help: "Seconds since the first change not yet in the served bundle, or since the source last answered while it is down (0 when up to date).",
 	}, staleness)
 	reg.MustRegister(m.buildDuration, m.builds, m.lastSuccess, m.size, m.objects, m.sourceUp, requests, staleGauge)
 	for _, r := range []string{"success", "failure"} {
