@@ -100,7 +100,7 @@ demo dataset with the identity API route table (what keygate dev serves) is load
 			)
 			if seedFile != "" {
 				what = "seed " + seedFile
-				data, err = readSeed(seedFile)
+				data, err = readSeed(seedFile, func(msg string) { e.logger.Warn(msg) })
 			} else {
 				data, err = catalog.DemoWithRoutes()
 			}

@@ -85,7 +85,7 @@ the database too. Delta bundles are not produced.`,
 			var pool *pgxpool.Pool
 			if src.seed != "" {
 				path := src.seed
-				cfg.Source = func(context.Context) (model.Snapshot, error) { return readSeed(path) }
+				cfg.Source = func(context.Context) (model.Snapshot, error) { return readSeed(path, func(msg string) { e.logger.Warn(msg) }) }
 			} else {
 				if err := checkDatabaseURL(src.databaseURL); err != nil {
 					return err
@@ -99,7 +99,14 @@ the database too. Delta bundles are not produced.`,
 				}
 				// A lazily connecting pool: the server starts (and says why it is not ready) while the database
 				// is down.
-				pool, err = pgxpool.New(ctx, src.databaseURL)
+				pcfg, err := pgxpool.ParseConfig(src.databaseURL)
+				if err != nil {
+					return usageErr("--database-url: %v", err)
+				}
+				// Ping every connection handed out (pgx's default: only after 1s idle): a connection the
+				// server terminated is replaced inside Acquire instead of failing the next build.
+				pcfg.ShouldPing = func(context.Context, pgxpool.ShouldPingParams) bool { return true }
+				pool, err = pgxpool.NewWithConfig(ctx, pcfg)
 				if err != nil {
 					return usageErr("--database-url: %v", err)
 				}

@@ -209,7 +209,7 @@ func TestServeSeedWithoutRoutesGetsTheIdentityRoutes(t *testing.T) {
 	if err := os.WriteFile(withRoutes, []byte("routes:\n- {service: identity, method: GET, path: /api/identity/orgs, key: View Organizations}\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	snap, err := readSeed(withRoutes)
+	snap, err := readSeed(withRoutes, nil)
 	if err != nil || len(snap.Routes) != 1 {
 		t.Errorf("a seed with one route: %d routes, %v", len(snap.Routes), err)
 	}

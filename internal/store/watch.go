@@ -29,7 +29,7 @@ type Config struct {
 	// MinBackoff is the wait before the first reconnection attempt after the listener connection is lost; it
 	// doubles (with jitter) on each failed attempt up to MaxBackoff. Default 100ms.
 	MinBackoff time.Duration `json:"min_backoff" yaml:"min_backoff"`
-	// MaxBackoff caps the reconnection wait. Default 1s: one connection attempt a second while the database
+	// MaxBackoff caps the reconnection wait. Default 500ms: two connection attempts a second while the database
 	// is down, so a change committed during an outage is picked up within about a second of its end (Wake
 	// cuts the wait short when a probe sees the database back).
 	MaxBackoff time.Duration `json:"max_backoff" yaml:"max_backoff"`
@@ -45,7 +45,7 @@ const (
 	DefaultDebounce   = 100 * time.Millisecond
 	DefaultRebuild    = 5 * time.Minute
 	DefaultMinBackoff = 100 * time.Millisecond
-	DefaultMaxBackoff = time.Second
+	DefaultMaxBackoff = 500 * time.Millisecond
 	DefaultPing       = 30 * time.Second
 )
 
