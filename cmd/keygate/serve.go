@@ -85,7 +85,9 @@ the database too. Delta bundles are not produced.`,
 			var pool *pgxpool.Pool
 			if src.seed != "" {
 				path := src.seed
-				cfg.Source = func(context.Context) (model.Snapshot, error) { return readSeed(path, func(msg string) { e.logger.Warn(msg) }) }
+				cfg.Source = func(context.Context) (model.Snapshot, error) {
+					return readSeed(path, func(msg string) { e.logger.Warn(msg) })
+				}
 			} else {
 				if err := checkDatabaseURL(src.databaseURL); err != nil {
 					return err
