@@ -7,6 +7,8 @@ OPA       := $(GO) tool opa
 BIN       := bin/keygate
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X main.version=$(VERSION)
+# The container image (Dockerfile); deploy/kubernetes runs this name (deploy/deploy_test.go checks they agree).
+IMAGE     ?= ghcr.io/keygate/keygate
 # Profile-guided optimisation: `go build` of ./cmd/keygate uses cmd/keygate/default.pgo by itself (-pgo=auto);
 # the benchmarks build with the same profile so they measure the code as the binary runs it. `make pgo`
 # regenerates it.
@@ -21,14 +23,21 @@ help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_.-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
-build: ## Build bin/keygate
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/keygate
+build: ## Build bin/keygate: a static binary (CGO_ENABLED=0, -trimpath), as in the container image
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/keygate
+
+.PHONY: image
+image: ## Build the container image $(IMAGE):$(VERSION) (Dockerfile; needs a Docker engine)
+	docker build --build-arg VERSION=$(VERSION) -t $(IMAGE):$(VERSION) .
 
 DEV_DIR ?= .keygate-dev
 
 .PHONY: run
-run: ## Run the demo: bundle server + sidecar on the embedded demo data (keygate dev; dev keys in $(DEV_DIR))
-	$(GO) run -ldflags '$(LDFLAGS)' ./cmd/keygate dev --dir $(DEV_DIR)
+run: ## Run the demo: bundle server + sidecar on the embedded demo data (bin/keygate dev; dev keys in $(DEV_DIR))
+	@echo "make run: building $(BIN) (the first build compiles OPA and its dependencies: about a minute; later ones take seconds)"
+	@CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/keygate
+	@echo "make run: starting $(BIN) dev --dir $(DEV_DIR) (Ctrl-C stops it)"
+	@exec $(BIN) dev --dir $(DEV_DIR)
 
 .PHONY: bundle
 bundle: build ## Build bundles/dist/keygate.tar.gz from the embedded demo
@@ -36,7 +45,11 @@ bundle: build ## Build bundles/dist/keygate.tar.gz from the embedded demo
 	$(BIN) build -o bundles/dist/keygate.tar.gz
 
 .PHONY: test
-test: fmt-check policy-test go-test rules-test ## Run every check: gofmt, opa fmt/check/test (coverage >= 90%), go vet + go test, promtool
+test: prereqs fmt-check policy-test go-test rules-test ## Run every check: gofmt, opa fmt/check/test (coverage >= 90%), go vet + go test, promtool
+
+.PHONY: prereqs
+prereqs: ## Say which optional test prerequisites are missing and what is skipped without them (errors under CI=1)
+	@.ci/prereqs
 
 .PHONY: go-test
 go-test: ## go vet and go test ./...
@@ -51,8 +64,10 @@ policy-test: ## opa fmt --fail, opa check --strict, opa test with coverage >= 90
 	@$(OPA) test policies/ --coverage | python3 -c 'import json,sys; print("rego coverage: %.1f%%" % json.load(sys.stdin)["coverage"])'
 
 .PHONY: rules-test
-rules-test: ## promtool check + unit tests of the Prometheus alert rules
-	@if [ -x deploy/prometheus/check.sh ]; then deploy/prometheus/check.sh; fi
+rules-test: ## promtool check + unit tests of the Prometheus alert rules (skipped without promtool, except under CI=1)
+	@if ! command -v promtool >/dev/null 2>&1 && [ -z "$$CI" ]; then \
+	  echo "rules-test: SKIPPED: promtool not found (apt-get install -y prometheus)"; \
+	else deploy/prometheus/check.sh; fi
 
 .PHONY: fmt-check
 fmt-check:
@@ -94,12 +109,13 @@ pgo: ## Regenerate cmd/keygate/default.pgo from the decision and Check benchmark
 .PHONY: grpcurl
 grpcurl: ## Ask a running `make run` over gRPC reflection: list services, then one allowed Check (u-alice)
 	$(GO) tool grpcurl -plaintext 127.0.0.1:9191 list
-	@tok=$$($(GO) run ./cmd/keygate token --user u-alice --jti tok-alice --key $(DEV_DIR)/dev-signing-key.pem); \
+	@tok=$$($(BIN) token --user u-alice --jti tok-alice --key $(DEV_DIR)/dev-signing-key.pem); \
 	$(GO) tool grpcurl -plaintext -d "{\"attributes\":{\"request\":{\"http\":{\"method\":\"GET\",\"path\":\"/api/identity/orgs/org-layer5/teams\",\"headers\":{\"authorization\":\"Bearer $$tok\"}}},\"contextExtensions\":{\"service\":\"identity\"}}}" \
 	  127.0.0.1:9191 envoy.service.auth.v3.Authorization/Check
 
 .PHONY: e2e
-e2e: ## End-to-end: PostgreSQL -> keygate serve -> keygate authz -> gRPC Checks
+e2e: ## End-to-end: PostgreSQL -> keygate serve -> keygate authz -> gRPC Checks (needs KEYGATE_TEST_DATABASE_URL)
+	@.ci/prereqs database
 	$(GO) test $(GOTESTFLAGS) -tags e2e -run E2E -v ./e2e/...
 
 .PHONY: clean

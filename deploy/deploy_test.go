@@ -904,7 +904,8 @@ func TestAlertsAreCompleteAndUnitTested(t *testing.T) {
 		}
 	}
 	for _, want := range []string{"KeygateBundleStale", "KeygateBundleActivationFailures", "KeygateDenyRateSpike",
-		"KeygateCheckErrors", "KeygateCheckLatencyHigh", "KeygateDatabaseUnreachable", "KeygateBuildFailing"} {
+		"KeygateCheckErrors", "KeygateCheckLatencyHigh", "KeygateDatabaseUnreachable", "KeygateBuildFailing",
+		"KeygateBundleServerErrors"} {
 		if !alerts[want] {
 			t.Errorf("%s: no alert %s", rulesFile, want)
 		}

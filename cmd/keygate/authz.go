@@ -82,7 +82,7 @@ answers Envoy's ext_authz Check from data.keygate.envoy.response. Flags override
 	f.StringVar(&fl.Bundle.Token, "bundle-token", "", "bearer token for the bundle server")
 	f.StringVar(&fl.Bundle.VerificationKey, "verification-key", "", "verify bundle signatures with this PEM public key (or HMAC secret) file")
 	f.StringVar(&fl.Bundle.VerificationKeyID, "verification-key-id", "keygate", "key id bundles are signed with")
-	f.StringVar(&fl.Bundle.VerificationAlg, "verification-alg", "RS256", "bundle signing algorithm")
+	f.StringVar(&fl.Bundle.VerificationAlg, "verification-alg", "", "bundle signing algorithm (default: by the verification key, as keygate serve signs: ES256 for EC, RS256 for RSA, HS256 for a non-PEM secret)")
 	f.StringVar(&fl.Bundle.PersistDir, "persist-dir", "", "keep the last good bundle here and use it when the server is unreachable at start")
 	f.DurationVar(&fl.Bundle.MinDelay, "poll-min", 10*time.Second, "minimum polling delay (whole seconds)")
 	f.DurationVar(&fl.Bundle.MaxDelay, "poll-max", 20*time.Second, "maximum polling delay (whole seconds)")

@@ -8,7 +8,6 @@ import (
 
 	"github.com/keygate/keygate/internal/catalog"
 	"github.com/keygate/keygate/internal/model"
-	"github.com/keygate/keygate/internal/seed"
 	"github.com/keygate/keygate/internal/store"
 )
 
@@ -50,10 +49,20 @@ func newMigrateCmd(e *env) *cobra.Command {
 				return err
 			}
 			defer pool.Close()
-			if err := store.Migrate(cmd.Context(), pool); err != nil {
+			applied, err := store.MigrateApplied(cmd.Context(), pool)
+			if err != nil {
 				return err
 			}
-			_, err = fmt.Fprintln(e.stdout, "schema up to date")
+			for _, m := range applied {
+				if _, err := fmt.Fprintf(e.stdout, "applied %s\n", m); err != nil {
+					return err
+				}
+			}
+			if len(applied) == 0 {
+				_, err = fmt.Fprintln(e.stdout, "schema up to date: no migration to apply")
+			} else {
+				_, err = fmt.Fprintf(e.stdout, "schema up to date: %d migration(s) applied\n", len(applied))
+			}
 			return err
 		},
 	}
@@ -91,7 +100,7 @@ demo dataset with the identity API route table (what keygate dev serves) is load
 			)
 			if seedFile != "" {
 				what = "seed " + seedFile
-				data, err = seed.ReadFile(seedFile)
+				data, err = readSeed(seedFile, func(msg string) { e.logger.Warn(msg) })
 			} else {
 				data, err = catalog.DemoWithRoutes()
 			}

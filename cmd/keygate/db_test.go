@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -34,8 +35,11 @@ func runOK(t *testing.T, args ...string) string {
 func TestDatabaseCommands(t *testing.T) {
 	t.Parallel()
 	db := testDatabaseURL(t)
-	runOK(t, "migrate", "--database-url", db)
-	if out := runOK(t, "migrate", "--database-url", db); !strings.Contains(out, "up to date") {
+	if out := runOK(t, "migrate", "--database-url", db); !strings.Contains(out, "applied 00001_schema.sql\n") ||
+		!regexp.MustCompile(`migration\(s\) applied\n$`).MatchString(out) {
+		t.Errorf("first migrate does not say what it applied: %q", out)
+	}
+	if out := runOK(t, "migrate", "--database-url", db); out != "schema up to date: no migration to apply\n" {
 		t.Errorf("second migrate: %q", out)
 	}
 	if out := runOK(t, "db", "load", "--database-url", db); !strings.Contains(out, "embedded demo") {

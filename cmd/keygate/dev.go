@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -93,7 +94,12 @@ func runDev(ctx context.Context, e *env, o devOptions) (err error) {
 	if err != nil {
 		return usageErr("--addr: %v", err)
 	}
-	sc, err := sidecar.New(ctx, sidecar.Config{
+	// The sidecar stops first, then the bundle server it polls (no connection-refused noise on Ctrl-C).
+	srvCtx, stopSrv := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopSrv()
+	scCtx, stopSC := context.WithCancel(srvCtx)
+	defer stopSC()
+	sc, err := sidecar.New(scCtx, sidecar.Config{
 		GRPCAddr: o.grpcAddr,
 		HTTPAddr: o.httpAddr,
 		Bundle: sidecar.BundleConfig{
@@ -110,15 +116,18 @@ func runDev(ctx context.Context, e *env, o devOptions) (err error) {
 		return err
 	}
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	srvDone, scDone := make(chan error, 1), make(chan error, 1)
-	go func() { srvDone <- srv.Run(ctx) }()
-	go func() { scDone <- sc.Serve(ctx) }()
+	go func() { srvDone <- srv.Run(srvCtx) }()
+	go func() { scDone <- sc.Serve(scCtx) }()
 	// Whatever happens, stop both and report the first error.
 	defer func() {
-		cancel()
-		err = errors.Join(err, <-srvDone, <-scDone)
+		stopSC()
+		scErr := <-scDone
+		stopSrv()
+		err = errors.Join(err, scErr, <-srvDone)
+		if err == nil && ctx.Err() != nil {
+			e.logger.Info("keygate dev stopped")
+		}
 	}()
 
 	ready := time.NewTicker(20 * time.Millisecond)
@@ -206,6 +215,24 @@ func devCheckRequest(method, path, token string) *authv3.CheckRequest {
 	}}
 }
 
+// selfCommand is how the printed examples call this binary: as it was started (bin/keygate from make run,
+// keygate from PATH), or through go run from a go run / go test build.
+func selfCommand() string {
+	arg0 := os.Args[0]
+	switch {
+	case strings.Contains(arg0, "go-build") || strings.HasSuffix(arg0, ".test"):
+		return "go run ./cmd/keygate"
+	case !strings.ContainsRune(arg0, os.PathSeparator) || !filepath.IsAbs(arg0):
+		return arg0
+	}
+	if wd, err := os.Getwd(); err == nil {
+		if rel, err := filepath.Rel(wd, arg0); err == nil && !strings.HasPrefix(rel, "..") {
+			return rel
+		}
+	}
+	return arg0
+}
+
 func printDevExamples(w io.Writer, d devInfo, key jwk.Key, ttl time.Duration) error {
 	alice, err := identity.Mint(key, identity.TokenSpec{User: "u-alice", ID: "tok-alice", TTL: ttl})
 	if err != nil {
@@ -225,7 +252,7 @@ func printDevExamples(w io.Writer, d devInfo, key jwk.Key, ttl time.Duration) er
 		if err != nil {
 			return "", err
 		}
-		return fmt.Sprintf("grpcurl -plaintext -d '%s' %s envoy.service.auth.v3.Authorization/Check", out, d.grpcAddr), nil
+		return fmt.Sprintf("go tool grpcurl -plaintext -d '%s' %s envoy.service.auth.v3.Authorization/Check", out, d.grpcAddr), nil
 	}
 	allowed, err := grpcurl(devCheckRequest("GET", "/api/identity/orgs/org-layer5/teams", alice))
 	if err != nil {
@@ -251,6 +278,7 @@ func printDevExamples(w io.Writer, d devInfo, key jwk.Key, ttl time.Duration) er
     JWT signing key          %s
     JWKS                     %s
 
+# (grpcurl is pinned in go.mod: run these from the keygate checkout, or use a grpcurl of your own)
 # u-alice (Organization Admin, owner of org-layer5) lists the org's teams: allowed
 %s
 
@@ -261,10 +289,10 @@ func printDevExamples(w io.Writer, d devInfo, key jwk.Key, ttl time.Duration) er
 curl -s http://%s/v1/data/keygate/authz/decision -d '%s'
 
 # mint more tokens (users and token ids in bundles/demo.yaml)
-keygate token --user u-heidi --jti tok-heidi --key %s
+%s token --user u-heidi --jti tok-heidi --key %s
 
 Ctrl-C stops.
 `, d.bundleURL, d.revision, d.grpcAddr, d.httpAddr, d.dir, removed, d.bundleKey, d.verifyKey, d.jwtKey, d.jwks,
-		allowed, denied, d.httpAddr, input, d.jwtKey)
+		allowed, denied, d.httpAddr, input, selfCommand(), d.jwtKey)
 	return err
 }

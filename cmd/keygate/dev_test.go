@@ -38,7 +38,8 @@ func (s *syncBuffer) String() string {
 }
 
 var (
-	grpcurlLine = regexp.MustCompile(`(?m)^grpcurl -plaintext -d '([^']+)' (\S+) envoy\.service\.auth\.v3\.Authorization/Check$`)
+	grpcurlLine = regexp.MustCompile(`(?m)^go tool grpcurl -plaintext -d '([^']+)' (\S+) envoy\.service\.auth\.v3\.Authorization/Check$`)
+	tokenLine   = regexp.MustCompile(`(?m)^go run \./cmd/keygate (token --user \S+ --jti \S+ --key \S+)$`)
 	curlLine    = regexp.MustCompile(`(?m)^curl -s (\S+) -d '([^']+)'$`)
 )
 
@@ -117,9 +118,22 @@ func TestDevServesThePrintedExamples(t *testing.T) {
 		t.Errorf("curl example answered %s, want a denial with reasons", body)
 	}
 
+	// The printed token command (go run ./cmd/keygate under go test; bin/keygate from make run) mints a token.
+	tok := tokenLine.FindStringSubmatch(out)
+	if tok == nil {
+		t.Fatalf("no token example in:\n%s", out)
+	}
+	var tokOut, tokErr bytes.Buffer
+	if code := run(ctx, strings.Fields(tok[1]), &tokOut, &tokErr); code != 0 || strings.Count(tokOut.String(), ".") != 2 {
+		t.Errorf("keygate %s: exit %d, %q %s", tok[1], code, tokOut.String(), tokErr.String())
+	}
+
 	cancel()
 	select {
 	case code := <-done:
+		if strings.Contains(stderr.String(), "connection refused") {
+			t.Errorf("stopping logged connection errors (the sidecar must stop before the bundle server):\n%s", stderr.String())
+		}
 		if code != 0 {
 			t.Fatalf("keygate dev exited %d after cancel; stderr:\n%s", code, stderr.String())
 		}

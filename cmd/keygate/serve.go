@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
+	"os/signal"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -12,7 +15,6 @@ import (
 	"github.com/keygate/keygate/internal/bundleserver"
 	"github.com/keygate/keygate/internal/compiler"
 	"github.com/keygate/keygate/internal/model"
-	"github.com/keygate/keygate/internal/seed"
 	"github.com/keygate/keygate/internal/store"
 )
 
@@ -50,6 +52,7 @@ func newServeCmd(e *env) *cobra.Command {
 		cfg      bundleserver.Config
 		debounce time.Duration
 		rebuild  time.Duration
+		watch    bool
 	)
 	cmd := &cobra.Command{
 		Use:   "serve (--seed FILE | --database-url URL) [--signing-key PEM] [--addr HOST:PORT]",
@@ -58,8 +61,11 @@ func newServeCmd(e *env) *cobra.Command {
 OPA long polling with "Prefer: wait=N"), /health (200 once a bundle is built) and /metrics.
 
 With --database-url the bundle is rebuilt when the database changes (LISTEN/NOTIFY, debounced) and every
---rebuild-interval as a safety net; a failed build (database down, invalid data) keeps the last good bundle
-served. With --seed the file is read at start.
+--rebuild-interval as a safety net; the database is pinged every second (keygate_source_up, /health), and a
+failed build (database down, invalid data) keeps the last good bundle served. With --seed the file is read at
+start, again on SIGHUP, and whenever it changes with --watch; a bad file keeps the last good bundle (the error is
+logged and on /health). A seed without routes gets the built-in identity API route table. SIGHUP rebuilds from
+the database too.
 
 A client at a revision the server retains (--delta-revisions, --delta-max-bytes) gets a delta bundle (OPA's
 patch.json format) instead of the snapshot: by default only when the bundles are unsigned, since OPA cannot
@@ -82,8 +88,12 @@ allow_unsigned_delta_bundles and reach the server over an authenticated channel)
 			}
 			cfg.Build = opts
 			var wcfg store.Config
+			var pool *pgxpool.Pool
 			if src.seed != "" {
-				cfg.Source = func(context.Context) (model.Snapshot, error) { return seed.ReadFile(src.seed) }
+				path := src.seed
+				cfg.Source = func(context.Context) (model.Snapshot, error) {
+					return readSeed(path, func(msg string) { e.logger.Warn(msg) })
+				}
 			} else {
 				if err := checkDatabaseURL(src.databaseURL); err != nil {
 					return err
@@ -92,20 +102,54 @@ allow_unsigned_delta_bundles and reach the server over an authenticated channel)
 				if err := wcfg.Validate(); err != nil {
 					return usageErr("%v", err)
 				}
+				if watch {
+					return usageErr("--watch follows a --seed file; the database is followed with LISTEN/NOTIFY")
+				}
 				// A lazily connecting pool: the server starts (and says why it is not ready) while the database
 				// is down.
-				pool, err := pgxpool.New(ctx, src.databaseURL)
+				pcfg, err := pgxpool.ParseConfig(src.databaseURL)
+				if err != nil {
+					return usageErr("--database-url: %v", err)
+				}
+				// Ping every connection handed out (pgx's default: only after 1s idle): a connection the
+				// server terminated is replaced inside Acquire instead of failing the next build.
+				pcfg.ShouldPing = func(context.Context, pgxpool.ShouldPingParams) bool { return true }
+				pool, err = pgxpool.NewWithConfig(ctx, pcfg)
 				if err != nil {
 					return usageErr("--database-url: %v", err)
 				}
 				defer pool.Close()
 				cfg.Source = func(ctx context.Context) (model.Snapshot, error) { return store.Snapshot(ctx, pool) }
 			}
+			var w *store.Watcher
+			if wcfg.DatabaseURL != "" {
+				// Triggers go to the server, created next; a watcher waiting to reconnect retries at once when
+				// the probe sees the database answer again.
+				var srv *bundleserver.Server
+				if w, err = store.NewWatcher(wcfg, func() { srv.Trigger() }); err != nil {
+					return usageErr("%v", err)
+				}
+				cfg.Probe = func(ctx context.Context) error {
+					if err := pool.Ping(ctx); err != nil {
+						return err
+					}
+					w.Wake()
+					return nil
+				}
+				if srv, err = bundleserver.New(cfg, e.logger); err != nil {
+					return usageErr("%v", err)
+				}
+				return serveBundles(ctx, srv, w, "", e)
+			}
 			srv, err := bundleserver.New(cfg, e.logger)
 			if err != nil {
 				return usageErr("%v", err)
 			}
-			return serveBundles(ctx, srv, wcfg, e)
+			watched := ""
+			if watch {
+				watched = src.seed
+			}
+			return serveBundles(ctx, srv, nil, watched, e)
 		},
 	}
 	src.register(cmd, e)
@@ -119,28 +163,73 @@ allow_unsigned_delta_bundles and reach the server over an authenticated channel)
 	f.Int64Var(&cfg.Deltas.MaxBytes, "delta-max-bytes", bundleserver.DefaultDeltaMaxBytes, "bound on the retained data documents' total size")
 	f.DurationVar(&debounce, "debounce", store.DefaultDebounce, "gather database changes this long before rebuilding")
 	f.DurationVar(&rebuild, "rebuild-interval", store.DefaultRebuild, "rebuild this often even without notifications (negative: never)")
+	f.BoolVar(&watch, "watch", false, "with --seed: rebuild when the file changes (checked every second), like opa run --watch")
 	return cmd
 }
 
-// serveBundles runs the bundle server and, when wcfg names a database, a watcher that triggers rebuilds,
-// until ctx ends.
-func serveBundles(ctx context.Context, srv *bundleserver.Server, wcfg store.Config, e *env) error {
+// serveBundles runs the bundle server and, when w is set, the database watcher that triggers rebuilds, until ctx
+// ends. SIGHUP triggers a rebuild (re-reading a seed file); with watched set, so does a change of that file.
+func serveBundles(ctx context.Context, srv *bundleserver.Server, w *store.Watcher, watched string, e *env) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	if wcfg.DatabaseURL != "" {
-		w, err := store.NewWatcher(wcfg, srv.Trigger)
-		if err != nil {
-			return err
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	wg.Go(func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				e.logger.Info("SIGHUP: rebuilding the bundle")
+				srv.Trigger()
+			}
 		}
+	})
+	if w != nil {
 		wg.Go(func() {
 			if err := w.Run(ctx); err != nil {
 				e.logger.Error("database watcher stopped", "error", err)
 			}
 		})
 	}
+	if watched != "" {
+		wg.Go(func() { watchFile(ctx, watched, time.Second, srv.Trigger, e) })
+	}
 	err := srv.Run(ctx)
 	cancel()
 	return err
+}
+
+// watchFile calls changed whenever the file's size, modification time or identity (a ConfigMap's symlink swap,
+// an editor's rename) changes, checking every interval.
+func watchFile(ctx context.Context, path string, interval time.Duration, changed func(), e *env) {
+	stat := func() string {
+		fi, err := os.Stat(path)
+		if err != nil {
+			return "error: " + err.Error()
+		}
+		id := ""
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			id = fmt.Sprintf("%d:%d", st.Dev, st.Ino)
+		}
+		return fmt.Sprintf("%d %d %s", fi.Size(), fi.ModTime().UnixNano(), id)
+	}
+	last := stat()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if now := stat(); now != last {
+			last = now
+			e.logger.Info("seed file changed: rebuilding the bundle", "file", path)
+			changed()
+		}
+	}
 }

@@ -27,6 +27,10 @@ const (
 	DefaultMaxWait         = 60 * time.Second
 	DefaultBuildTimeout    = 2 * time.Minute
 	DefaultRetryInterval   = 10 * time.Second
+	DefaultSourceRetryMin  = 100 * time.Millisecond
+	DefaultSourceRetryMax  = time.Second
+	DefaultProbeInterval   = time.Second
+	DefaultProbeTimeout    = 2 * time.Second
 	DefaultShutdownTimeout = 10 * time.Second
 )
 
@@ -41,9 +45,22 @@ type Config struct {
 	MaxWait time.Duration `yaml:"max_wait"`
 	// BuildTimeout bounds one build (snapshot + compile + sign). Default 2m.
 	BuildTimeout time.Duration `yaml:"build_timeout"`
-	// RetryInterval is how long after a failed build the server tries again by itself (a Trigger retries
-	// at once). Default 10s; negative disables the retry.
+	// RetryInterval is how long after a build that failed on the data (validation, compilation) the server
+	// tries again by itself (a Trigger retries at once). Default 10s; negative disables the retry.
 	RetryInterval time.Duration `yaml:"retry_interval"`
+	// SourceRetryMin and SourceRetryMax bound the backoff after a build that failed reading the source (the
+	// database down, a dead pooled connection): the first retry comes after SourceRetryMin, each next one
+	// waits twice as long (with jitter, over [d/2, d]) up to SourceRetryMax. Defaults 100ms and 1s.
+	SourceRetryMin time.Duration `yaml:"source_retry_min"`
+	SourceRetryMax time.Duration `yaml:"source_retry_max"`
+	// Probe checks that the source is reachable (a database ping); it runs every ProbeInterval, drives
+	// keygate_source_up and keygate_source_staleness_seconds between builds, and triggers a rebuild when the
+	// source comes back. Nil: the source is always up (a seed file).
+	Probe func(ctx context.Context) error `yaml:"-"`
+	// ProbeInterval is the period of Probe. Default 1s.
+	ProbeInterval time.Duration `yaml:"probe_interval"`
+	// ProbeTimeout bounds one Probe call. Default 2s.
+	ProbeTimeout time.Duration `yaml:"probe_timeout"`
 	// ShutdownTimeout bounds the graceful shutdown of the HTTP server. Default 10s.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// Deltas configures delta bundles: on by default for unsigned bundles, off for signed ones.
@@ -66,6 +83,18 @@ func (c *Config) SetDefaults() {
 	if c.RetryInterval == 0 {
 		c.RetryInterval = DefaultRetryInterval
 	}
+	if c.SourceRetryMin == 0 {
+		c.SourceRetryMin = DefaultSourceRetryMin
+	}
+	if c.SourceRetryMax == 0 {
+		c.SourceRetryMax = max(DefaultSourceRetryMax, c.SourceRetryMin)
+	}
+	if c.ProbeInterval == 0 {
+		c.ProbeInterval = DefaultProbeInterval
+	}
+	if c.ProbeTimeout == 0 {
+		c.ProbeTimeout = DefaultProbeTimeout
+	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
 	}
@@ -86,6 +115,18 @@ func (c *Config) Validate() error {
 	}
 	if c.BuildTimeout <= 0 {
 		return fmt.Errorf("build_timeout: %s is not positive", c.BuildTimeout)
+	}
+	if c.SourceRetryMin <= 0 {
+		return fmt.Errorf("source_retry_min: %s is not positive", c.SourceRetryMin)
+	}
+	if c.SourceRetryMax < c.SourceRetryMin {
+		return fmt.Errorf("source_retry_max: %s is less than source_retry_min %s", c.SourceRetryMax, c.SourceRetryMin)
+	}
+	if c.ProbeInterval <= 0 {
+		return fmt.Errorf("probe_interval: %s is not positive", c.ProbeInterval)
+	}
+	if c.ProbeTimeout <= 0 {
+		return fmt.Errorf("probe_timeout: %s is not positive", c.ProbeTimeout)
 	}
 	if c.ShutdownTimeout <= 0 {
 		return fmt.Errorf("shutdown_timeout: %s is not positive", c.ShutdownTimeout)

@@ -65,7 +65,7 @@ func newMetrics(staleness func() float64, h *history) *metrics {
 		}, []string{"kind"}),
 		sourceUp: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "keygate_source_up",
-			Help: "1 when the data source (database) is reachable.",
+			Help: "1 when the data source (database) answered its last probe (every second) or read.",
 		}),
 		requests: map[int]prometheus.Counter{},
 	}
@@ -75,7 +75,7 @@ func newMetrics(staleness func() float64, h *history) *metrics {
 	}, []string{"code"})
 	staleGauge := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "keygate_source_staleness_seconds",
-		Help: "Seconds since the first change not yet in the served bundle (0 when up to date).",
+		Help: "Seconds since the first change not yet in the served bundle, or since the source last answered while it is down (0 when up to date).",
 	}, staleness)
 	m.sentCount = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "keygate_bundle_responses_total",

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"regexp"
@@ -47,7 +48,12 @@ type Server struct {
 	dirtySince time.Time // first change not yet in the served bundle (zero: up to date)
 	nextDirty  time.Time // first change notified while the current build runs
 	lastErr    error     // the last build's error (nil after a success)
+	sourceErr  error     // why the source is down (nil while up)
+	sourceOK   time.Time // the last time the source answered (a probe or a build)
 }
+
+// errSource marks a build that failed reading the source: it is retried with a short backoff.
+var errSource = errors.New("reading the source")
 
 // state is an immutable view: the served bundle (nil before the first build) and a channel closed when a
 // new revision replaces it.
@@ -72,7 +78,8 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, logger: logger, trigger: make(chan struct{}, 1), stopping: make(chan struct{})}
+	s := &Server{cfg: cfg, logger: logger, trigger: make(chan struct{}, 1), stopping: make(chan struct{}),
+		sourceOK: time.Now()}
 	if cfg.Deltas.enabled(len(cfg.Build.SigningKey) > 0) {
 		s.history = newHistory(cfg.Deltas)
 	}
@@ -132,6 +139,41 @@ func (s *Server) Trigger() {
 	}
 }
 
+// SourceUp reports whether the source answered its last probe or read, and the error when it did not.
+func (s *Server) SourceUp() (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sourceErr == nil, s.sourceErr
+}
+
+// setSource records the outcome of a probe or a source read: keygate_source_up, the error /health reports
+// and, when the source goes down, the start of the staleness it may cause (the last time it answered: a
+// change committed since may be missing from the served bundle). It reports whether the source came back.
+func (s *Server) setSource(err error) (cameBack bool) {
+	now := time.Now()
+	s.mu.Lock()
+	wasDown := s.sourceErr != nil
+	s.sourceErr = err
+	if err == nil {
+		s.sourceOK = now
+	} else if s.dirtySince.IsZero() {
+		s.dirtySince = s.sourceOK
+	}
+	s.mu.Unlock()
+	if err != nil {
+		s.metrics.sourceUp.Set(0)
+		if !wasDown {
+			s.logger.Warn("bundle source is down; serving the last good bundle", "error", err, "revision", s.Revision())
+		}
+		return false
+	}
+	s.metrics.sourceUp.Set(1)
+	if wasDown {
+		s.logger.Info("bundle source is back")
+	}
+	return wasDown
+}
+
 // Changed returns a channel closed when a new revision replaces the one served now.
 func (s *Server) Changed() <-chan struct{} { return s.state.Load().next }
 
@@ -151,6 +193,9 @@ func (s *Server) Run(ctx context.Context) error {
 	loopCtx, stopLoop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { s.buildLoop(loopCtx) })
+	if s.cfg.Probe != nil {
+		wg.Go(func() { s.probeLoop(loopCtx) })
+	}
 
 	errc := make(chan error, 1)
 	go func() {
@@ -178,13 +223,22 @@ func (s *Server) Run(ctx context.Context) error {
 	return err
 }
 
-// buildLoop builds at once, then on every trigger, retrying a failed build after RetryInterval.
+// buildLoop builds at once, then on every trigger. A build that failed reading the source is retried with a
+// short backoff (SourceRetryMin doubling to SourceRetryMax, jittered); one that failed on the data after
+// RetryInterval.
 func (s *Server) buildLoop(ctx context.Context) {
-	var retry <-chan time.Time
+	var backoff time.Duration
 	for {
-		ok := s.Build(ctx) == nil
-		retry = nil
-		if !ok && s.cfg.RetryInterval > 0 && ctx.Err() == nil {
+		err := s.Build(ctx)
+		var retry <-chan time.Time
+		switch {
+		case err == nil || ctx.Err() != nil:
+			backoff = 0
+		case errors.Is(err, errSource):
+			backoff = min(max(2*backoff, s.cfg.SourceRetryMin), s.cfg.SourceRetryMax)
+			retry = time.After(backoff/2 + rand.N(backoff/2+1))
+		case s.cfg.RetryInterval > 0:
+			backoff = 0
 			retry = time.After(s.cfg.RetryInterval)
 		}
 		select {
@@ -192,6 +246,32 @@ func (s *Server) buildLoop(ctx context.Context) {
 			return
 		case <-s.trigger:
 		case <-retry:
+		}
+	}
+}
+
+// probeLoop runs Probe every ProbeInterval until ctx ends and triggers a rebuild when the source comes back,
+// so a change committed during the outage is served as soon as the source answers.
+func (s *Server) probeLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.ProbeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, s.cfg.ProbeTimeout)
+		err := s.cfg.Probe(pctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			err = fmt.Errorf("probing the source: %w", err)
+		}
+		if s.setSource(err) {
+			s.Trigger()
 		}
 	}
 }
@@ -239,10 +319,11 @@ func (s *Server) build(ctx context.Context) (rev string, changed bool, err error
 	defer cancel()
 	snap, err := s.cfg.Source(ctx)
 	if err != nil {
-		s.metrics.sourceUp.Set(0)
-		return "", false, fmt.Errorf("reading the source: %w", err)
+		err = fmt.Errorf("%w: %w", errSource, err)
+		s.setSource(err)
+		return "", false, err
 	}
-	s.metrics.sourceUp.Set(1)
+	s.setSource(nil)
 	m, err := catalog.Resolve(snap)
 	if err != nil {
 		return "", false, fmt.Errorf("validating the data: %w", err)
@@ -373,9 +454,23 @@ func (s *Server) notReadyReason() string {
 	return "no bundle built yet"
 }
 
-// handleHealth: 200 with the revision once a bundle is served (with the last build error, if the last
-// build failed), 503 with the reason before.
-func (s *Server) handleHealth(w http.ResponseWriter, _ *http.Request) {
+// health is the body of /health once a bundle is served.
+type health struct {
+	// Status is "ok", or "degraded" while the source is down or the last build failed (the last good
+	// bundle is still served).
+	Status           string  `json:"status"`
+	Revision         string  `json:"revision"`
+	SourceUp         bool    `json:"source_up"`
+	SourceError      string  `json:"source_error,omitempty"`
+	StalenessSeconds float64 `json:"staleness_seconds"`
+	LastBuildError   string  `json:"last_build_error,omitempty"`
+}
+
+// handleHealth: 503 with the reason before the first bundle is built. After it, 200 while a bundle is
+// served, even with the source down (fail-static: sidecars keep getting the last good bundle, so readiness
+// stays up), with "status": "degraded" and the source's error; /health?source answers 503 while the source
+// is down, for a probe or monitor that wants the source's state as a status code (docs/decisions.md).
+func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	b := s.state.Load().bundle
 	if b == nil {
@@ -383,9 +478,19 @@ func (s *Server) handleHealth(w http.ResponseWriter, _ *http.Request) {
 		_ = json.NewEncoder(w).Encode(map[string]string{"error": s.notReadyReason()})
 		return
 	}
-	body := map[string]string{"revision": b.revision}
-	if err := s.LastError(); err != nil {
-		body["last_build_error"] = err.Error()
+	h := health{Status: "ok", Revision: b.revision, StalenessSeconds: s.staleness()}
+	up, serr := s.SourceUp()
+	h.SourceUp = up
+	if serr != nil {
+		h.SourceError = serr.Error()
+		h.Status = "degraded"
 	}
-	_ = json.NewEncoder(w).Encode(body)
+	if err := s.LastError(); err != nil {
+		h.LastBuildError = err.Error()
+		h.Status = "degraded"
+	}
+	if _, strict := r.URL.Query()["source"]; strict && !up {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	_ = json.NewEncoder(w).Encode(h)
 }

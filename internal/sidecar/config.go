@@ -68,7 +68,9 @@ type BundleConfig struct {
 	VerificationKey string `yaml:"verification_key"`
 	// VerificationKeyID is the key id bundles are signed with. Default "keygate".
 	VerificationKeyID string `yaml:"verification_key_id"`
-	// VerificationAlg is the signing algorithm. Default RS256.
+	// VerificationAlg is the signing algorithm. Default: by the verification key's type, as keygate serve
+	// signs (ES256 for an EC key, RS256 for an RSA key, HS256 for a secret that is not PEM); see
+	// DefaultVerificationAlg.
 	VerificationAlg string `yaml:"verification_alg"`
 	// PersistDir keeps the last activated bundle on disk (URL mode) and uses it at start when the server is
 	// unreachable. Empty disables persistence.
@@ -122,9 +124,6 @@ func (c *Config) SetDefaults() {
 	if b.VerificationKeyID == "" {
 		b.VerificationKeyID = "keygate"
 	}
-	if b.VerificationAlg == "" {
-		b.VerificationAlg = "RS256"
-	}
 	if b.MinDelay == 0 {
 		b.MinDelay = 10 * time.Second
 	}
@@ -157,7 +156,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	switch b.VerificationAlg {
-	case "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "HS256", "HS384", "HS512":
+	case "", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "HS256", "HS384", "HS512":
 	default:
 		return fmt.Errorf("bundle.verification_alg: unsupported algorithm %q", b.VerificationAlg)
 	}

@@ -143,8 +143,12 @@ func opaConfig(b BundleConfig) ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("bundle.verification_key: %w", err)
 		}
+		alg := b.VerificationAlg
+		if alg == "" {
+			alg = DefaultVerificationAlg(key)
+		}
 		cfg["keys"] = map[string]any{b.VerificationKeyID: map[string]any{
-			"algorithm": b.VerificationAlg, "key": string(key),
+			"algorithm": alg, "key": string(key),
 		}}
 		src["signing"] = map[string]any{"keyid": b.VerificationKeyID}
 	}

@@ -12,6 +12,7 @@ import (
 	"embed"
 	"fmt"
 	"io/fs"
+	"path"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
@@ -41,15 +42,27 @@ func Open(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
 // Migrate brings the schema up to date (in the pool's current schema, the first of its search_path). It is
 // idempotent, and concurrent callers are serialized by an advisory lock.
 func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
+	_, err := MigrateApplied(ctx, pool)
+	return err
+}
+
+// MigrateApplied is Migrate, returning the file names of the migrations it applied (none when the schema was
+// already up to date), for keygate migrate to say what it did.
+func MigrateApplied(ctx context.Context, pool *pgxpool.Pool) ([]string, error) {
 	provider, closeDB, err := newProvider(pool)
 	if err != nil {
-		return fmt.Errorf("migrating: %w", err)
+		return nil, fmt.Errorf("migrating: %w", err)
 	}
 	defer closeDB()
-	if _, err := provider.Up(ctx); err != nil {
-		return fmt.Errorf("migrating: %w", err)
+	results, err := provider.Up(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("migrating: %w", err)
 	}
-	return nil
+	applied := make([]string, 0, len(results))
+	for _, r := range results {
+		applied = append(applied, path.Base(r.Source.Path))
+	}
+	return applied, nil
 }
 
 // newProvider returns a goose provider of the embedded migrations over pool, and a function releasing it.

@@ -29,7 +29,9 @@ type Config struct {
 	// MinBackoff is the wait before the first reconnection attempt after the listener connection is lost; it
 	// doubles (with jitter) on each failed attempt up to MaxBackoff. Default 100ms.
 	MinBackoff time.Duration `json:"min_backoff" yaml:"min_backoff"`
-	// MaxBackoff caps the reconnection wait. Default 30s.
+	// MaxBackoff caps the reconnection wait. Default 500ms: two connection attempts a second while the database
+	// is down, so a change committed during an outage is picked up within about a second of its end (Wake
+	// cuts the wait short when a probe sees the database back).
 	MaxBackoff time.Duration `json:"max_backoff" yaml:"max_backoff"`
 	// Ping is how often an idle listener connection is checked, so a silently dead connection is noticed.
 	// Default 30s.
@@ -43,7 +45,7 @@ const (
 	DefaultDebounce   = 100 * time.Millisecond
 	DefaultRebuild    = 5 * time.Minute
 	DefaultMinBackoff = 100 * time.Millisecond
-	DefaultMaxBackoff = 30 * time.Second
+	DefaultMaxBackoff = 500 * time.Millisecond
 	DefaultPing       = 30 * time.Second
 )
 
@@ -81,7 +83,7 @@ func (c Config) withDefaults() Config {
 		c.MinBackoff = DefaultMinBackoff
 	}
 	if c.MaxBackoff == 0 {
-		c.MaxBackoff = DefaultMaxBackoff
+		c.MaxBackoff = max(DefaultMaxBackoff, c.MinBackoff)
 	}
 	if c.Ping == 0 {
 		c.Ping = DefaultPing
@@ -101,6 +103,7 @@ type Watcher struct {
 	connCfg  *pgx.ConnConfig
 	onChange func()
 	pid      atomic.Uint32
+	wake     chan struct{} // buffered(1): Wake cuts a reconnection wait short
 }
 
 // NewWatcher checks cfg and returns a watcher; Run starts it.
@@ -120,7 +123,7 @@ func NewWatcher(cfg Config, onChange func()) (*Watcher, error) {
 	connCfg.BuildContextWatcherHandler = func(pgConn *pgconn.PgConn) ctxwatch.Handler {
 		return &pgconn.DeadlineContextWatcherHandler{Conn: pgConn.Conn()}
 	}
-	return &Watcher{cfg: cfg.withDefaults(), connCfg: connCfg, onChange: onChange}, nil
+	return &Watcher{cfg: cfg.withDefaults(), connCfg: connCfg, onChange: onChange, wake: make(chan struct{}, 1)}, nil
 }
 
 // Watch runs a Watcher until ctx is done.
@@ -130,6 +133,18 @@ func Watch(ctx context.Context, cfg Config, onChange func()) error {
 		return err
 	}
 	return w.Run(ctx)
+}
+
+// Wake makes a watcher waiting to reconnect try at once (the database answered a probe). It never blocks and
+// does nothing while the watcher is connected.
+func (w *Watcher) Wake() {
+	if w.pid.Load() != 0 {
+		return
+	}
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
 }
 
 // PID returns the server process id of the current listener connection, 0 while disconnected.
@@ -201,6 +216,7 @@ func (w *Watcher) listen(ctx context.Context, signal func()) {
 		case <-ctx.Done():
 			return
 		case <-time.After(wait):
+		case <-w.wake:
 		}
 		backoff = min(backoff*2, w.cfg.MaxBackoff)
 	}
