@@ -15,8 +15,8 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/bundle"
 	"github.com/open-policy-agent/opa/v1/logging"
-	"github.com/open-policy-agent/opa/v1/plugins"
 	opametrics "github.com/open-policy-agent/opa/v1/metrics"
+	"github.com/open-policy-agent/opa/v1/plugins"
 	bundleplugin "github.com/open-policy-agent/opa/v1/plugins/bundle"
 	"github.com/open-policy-agent/opa/v1/plugins/logs"
 	"github.com/open-policy-agent/opa/v1/plugins/status"
@@ -99,12 +99,12 @@ type engine struct {
 	mu           sync.Mutex // serialises refresh
 	lastActivate time.Time
 
-	status     *status.Plugin  // always registered: GET /v1/status
-	logs       *logs.Plugin    // nil when decision logs are off
+	status     *status.Plugin     // always registered: GET /v1/status
+	logs       *logs.Plugin       // nil when decision logs are off
 	opaMetrics opametrics.Metrics // the logs and status plugins' counters (metrics.go reads them)
-	maxAge     time.Duration   // MaxBundleAge; 0: off (or a bundle file)
-	lastOK     atomic.Int64    // unix ns of the last 200/304 from the bundle server (or of the first activation)
-	stale      atomic.Bool     // the bundle is older than maxAge (freshness.go)
+	maxAge     time.Duration      // MaxBundleAge; 0: off (or a bundle file)
+	lastOK     atomic.Int64       // unix ns of the last 200/304 from the bundle server (or of the first activation)
+	stale      atomic.Bool        // the bundle is older than maxAge (freshness.go)
 }
 
 // newInstanceID is the manager's id (OPA's labels.id): a random UUID per process, as stock OPA.

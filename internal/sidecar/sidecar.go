@@ -20,8 +20,8 @@ import (
 	"github.com/open-policy-agent/opa/v1/rego"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
-	"google.golang.org/grpc/peer"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/reflection"
 
 	"github.com/keygate/keygate/internal/envoyauth"
