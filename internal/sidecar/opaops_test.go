@@ -355,6 +355,23 @@ keygate:
 		}
 	}
 
+	// A data API decision, logged as stock OPA logs POST /v1/data/keygate/authz/decision.
+	resp, err := http.Post("http://"+sidecars[0].s.HTTPAddr().String()+"/v1/data/keygate/authz/decision", "application/json",
+		strings.NewReader(`{"input":{"user":"u-alice","org":"org-layer5","key":"View All Users"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var answer map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&answer)
+	resp.Body.Close()
+	dataID, _ := answer["decision_id"].(string)
+	waitFor(t, "the data API decision at the log service", func() bool { return logSink.event(dataID) != nil })
+	ev := logSink.event(dataID)
+	if ev["path"] != "keygate/authz/decision" || sub(ev, "input")["user"] != "u-alice" || sub(ev, "result")["allow"] != true ||
+		sub(ev, "custom", "keygate")["result"] != "allow" || ev["requested_by"] == nil {
+		t.Errorf("data API event %v", ev)
+	}
+
 	// Cut the bundle server: within max_bundle_age (3s) both sidecars become unready, with metrics saying why;
 	// their Checks are still answered from the bundle they have.
 	bundles.CloseClientConnections()
