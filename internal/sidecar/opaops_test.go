@@ -19,6 +19,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	opabundle "github.com/open-policy-agent/opa/v1/bundle"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/keygate/keygate/internal/envoyauth"
@@ -410,4 +411,67 @@ func headerValue(hs []*corev3.HeaderValueOption, key string) string {
 		}
 	}
 	return ""
+}
+
+// TestDecisionLogMaskAndDrop: decision_logs.mask_decision and drop_decision are OPA's, evaluated on each event
+// against the bundle's policies (here at data.keygate.log, inside the bundle's keygate root).
+func TestDecisionLogMaskAndDrop(t *testing.T) {
+	var buf bytes.Buffer
+	bb := opabundle.Bundle{
+		Manifest: opabundle.Manifest{Revision: "masked", Roots: &[]string{"keygate"}},
+		Data:     map[string]any{"keygate": map[string]any{"db": map[string]any{}}},
+		Modules: []opabundle.ModuleFile{
+			{URL: "/envoy.rego", Path: "/envoy.rego", Raw: []byte(`package keygate.envoy
+response := {"allowed": true, "http_status": 200, "reasons": []}
+`)},
+			{URL: "/log.rego", Path: "/log.rego", Raw: []byte(`package keygate.log
+mask contains "/input/attributes/request/http/headers/cookie"
+mask contains {"op": "upsert", "path": "/result/masked", "value": true}
+drop if input.input.attributes.request.http.path == "/healthz"
+`)},
+		},
+	}
+	if err := opabundle.NewWriter(&buf).Write(bb); err != nil {
+		t.Fatal(err)
+	}
+	path := writeConfig(t, "") + ".tar.gz"
+	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	logSink := newSink(t)
+	dev := newDevIdentity(t)
+	cfg, err := LoadConfig("", []string{
+		"services.control.url=" + logSink.URL,
+		"decision_logs.service=control,decision_logs.mask_decision=/keygate/log/mask,decision_logs.drop_decision=/keygate/log/drop",
+		"decision_logs.reporting.min_delay_seconds=1,decision_logs.reporting.max_delay_seconds=1",
+		"keygate.bundle.file=" + path, "keygate.identity.jwks_file=" + dev.jwksFile,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := startSidecar(t, cfg)
+	waitFor(t, "the bundle", s.Ready)
+	c := authv3.NewAuthorizationClient(dial(t, s))
+	ids := map[string]string{}
+	for _, p := range []string{"/healthz", "/api/x"} {
+		resp, err := c.Check(context.Background(), checkReq("GET", p, "identity", map[string]string{"cookie": "session=s3cret"}))
+		if err != nil || resp.GetOkResponse() == nil {
+			t.Fatalf("%s: %v %v", p, resp, err)
+		}
+		ids[p] = headerValue(resp.GetOkResponse().GetHeaders(), envoyauth.HeaderDecisionID)
+	}
+	waitFor(t, "the logged decision", func() bool { return logSink.event(ids["/api/x"]) != nil })
+	ev := logSink.event(ids["/api/x"])
+	if _, ok := sub(ev, "input", "attributes", "request", "http", "headers")["cookie"]; ok {
+		t.Errorf("cookie not erased: %v", ev["input"])
+	}
+	if erased, _ := ev["erased"].([]any); len(erased) != 1 || erased[0] != "/input/attributes/request/http/headers/cookie" {
+		t.Errorf("erased = %v", ev["erased"])
+	}
+	if sub(ev, "result")["masked"] != true {
+		t.Errorf("result = %v, want the upserted masked: true", ev["result"])
+	}
+	if logSink.event(ids["/healthz"]) != nil {
+		t.Error("the /healthz decision was not dropped")
+	}
 }
