@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -97,6 +98,9 @@ func (e *decisionEntry) info() *server.Info {
 	}
 	if e.Peer != nil {
 		info.RemoteAddr = e.Peer.String()
+	}
+	if _, seq, ok := strings.Cut(e.ID, "-"); ok {
+		info.RequestID, _ = strconv.ParseUint(seq, 16, 64) // req_id: the decision's sequence number
 	}
 	if in != nil {
 		if x, err := ast.JSON(in); err == nil {

@@ -6,6 +6,7 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
@@ -331,6 +332,9 @@ keygate:
 			if sub(ev, "metrics")["timer_server_handler_ns"] == nil {
 				t.Errorf("%s %s: metrics %v", name, tc.outcome, ev["metrics"])
 			}
+			if ev["req_id"] == nil {
+				t.Errorf("%s %s: no req_id", name, tc.outcome)
+			}
 			if rb, _ := ev["requested_by"].(string); !strings.HasPrefix(rb, "127.0.0.1:") {
 				t.Errorf("%s %s: requested_by %v", name, tc.outcome, ev["requested_by"])
 			}
@@ -474,4 +478,47 @@ drop if input.input.attributes.request.http.path == "/healthz"
 	if logSink.event(ids["/healthz"]) != nil {
 		t.Error("the /healthz decision was not dropped")
 	}
+}
+
+// TestBundleServiceTLSAndBearer: the bundle download takes TLS (a custom CA) and bearer credentials from OPA's
+// own service options.
+func TestBundleServiceTLSAndBearer(t *testing.T) {
+	b := build(t, demoModel(t, nil), nil)
+	var sawToken sync.Map
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer t0ken" {
+			http.Error(w, "no token", http.StatusUnauthorized)
+			return
+		}
+		sawToken.Store("yes", true)
+		w.Header().Set("ETag", `"`+b.Revision+`"`)
+		_, _ = w.Write(b.Data)
+	}))
+	t.Cleanup(srv.Close)
+	ca := writeConfig(t, "")
+	if err := os.WriteFile(ca, pemCert(srv.Certificate().Raw), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dev := newDevIdentity(t)
+	cfg, err := LoadConfig("", []string{
+		"services.bundles.url=" + srv.URL, "services.bundles.tls.ca_cert=" + ca,
+		"services.bundles.credentials.bearer.token=t0ken",
+		"bundles.keygate.service=bundles,bundles.keygate.resource=/bundles/keygate.tar.gz",
+		"keygate.identity.jwks_file=" + dev.jwksFile,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := startSidecar(t, cfg)
+	waitFor(t, "the bundle over TLS", s.Ready)
+	if s.Revision() != b.Revision {
+		t.Fatalf("revision %q", s.Revision())
+	}
+	if _, ok := sawToken.Load("yes"); !ok {
+		t.Error("the bearer token was not sent")
+	}
+}
+
+func pemCert(der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
