@@ -916,7 +916,7 @@ func TestAlertsAreCompleteAndUnitTested(t *testing.T) {
 // the binaries register (their Name: "keygate_..." options) is documented, and every documented one is registered.
 func TestDocumentedMetricsAreExported(t *testing.T) {
 	docs := parseMetricsDoc(t)
-	name := regexp.MustCompile(`Name:\s*"(keygate_[a-z0-9_]+)"`)
+	name := regexp.MustCompile(`(?:Name:\s*|NewDesc\()"(keygate_[a-z0-9_]+)"`)
 	exported := map[string]string{}
 	for _, src := range []string{"../internal/sidecar/metrics.go", "../internal/bundleserver/metrics.go"} {
 		data, err := os.ReadFile(src)

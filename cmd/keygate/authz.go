@@ -44,6 +44,9 @@ func setGCPercent(e *env, percent int) {
 func newAuthzCmd(e *env) *cobra.Command {
 	var (
 		configFile string
+		opaFile    string
+		sets       []string
+		maxAge     time.Duration
 		fl         sidecar.Config
 		audiences  []string
 		gcPercent  int
@@ -54,16 +57,29 @@ func newAuthzCmd(e *env) *cobra.Command {
 		Long: `Run keygate's sidecar next to Envoy. It follows a bundle (from a bundle server with ETag and optional
 long polling, or from a file), verifies its signature when --verification-key is set (unsigned or tampered
 bundles are rejected and the last good one keeps answering), keeps the last good bundle in --persist-dir, and
-answers Envoy's ext_authz Check from data.keygate.envoy.response. Flags override the --config YAML file.`,
+answers Envoy's ext_authz Check from data.keygate.envoy.response. --config-file takes OPA's configuration
+format (services, bundles, keys, decision_logs, status, labels) with keygate's keys under keygate:, and --set
+overrides it as OPA's --set does. Flags override the configuration files.`,
 		Example: `  keygate authz --bundle-url http://127.0.0.1:8282/bundles/keygate.tar.gz --verification-key bundle.pub \
       --persist-dir /var/lib/keygate --jwks-url https://idp.example/.well-known/jwks.json --issuer https://idp.example`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if configFile != "" && (opaFile != "" || len(sets) > 0) {
+				return usageErr("--config (keygate's YAML) and --config-file / --set (OPA's format) are exclusive")
+			}
 			cfg, err := loadSidecarConfig(configFile)
 			if err != nil {
 				return err
 			}
+			if opaFile != "" || len(sets) > 0 {
+				if cfg, err = sidecar.LoadConfig(opaFile, sets); err != nil {
+					return usageErr("%v", err)
+				}
+			}
 			applyAuthzFlags(cmd.Flags(), &cfg, &fl, audiences)
+			if cmd.Flags().Changed("max-bundle-age") {
+				cfg.MaxBundleAge = &maxAge
+			}
 			cfg.SetDefaults()
 			if err := cfg.Validate(); err != nil {
 				return usageErr("%v", err)
@@ -75,17 +91,20 @@ answers Envoy's ext_authz Check from data.keygate.envoy.response. Flags override
 	f := cmd.Flags()
 	f.IntVar(&gcPercent, "gc-percent", 400, "Go GC target percentage when $GOGC is unset (a Check allocates ~16 KiB; collecting less often saves CPU; GOMEMLIMIT still bounds the heap)")
 	f.StringVar(&configFile, "config", "", "YAML config file (keys as in sidecar.Config: grpc_addr, bundle.url, identity.jwks_file, ...)")
-	f.StringVar(&fl.GRPCAddr, "grpc-addr", "127.0.0.1:9191", "ext_authz gRPC listener: host:port or unix:///path")
-	f.StringVar(&fl.HTTPAddr, "http-addr", "127.0.0.1:8181", "data API / health / metrics listener: host:port or unix:///path")
+	f.StringVar(&opaFile, "config-file", "", "configuration in OPA's format (services, bundles, keys, decision_logs, status, labels; keygate's own keys under keygate:)")
+	f.StringArrayVar(&sets, "set", nil, "override a configuration value, OPA's --set: key.path=value[,key.path=value] (repeatable)")
+	f.DurationVar(&maxAge, "max-bundle-age", sidecar.DefaultMaxBundleAge, "readiness fails once the bundle server has not confirmed the active bundle for this long (0 = off: fail-static)")
+	f.StringVar(&fl.GRPCAddr, "grpc-addr", sidecar.DefaultGRPCAddr, "ext_authz gRPC listener: host:port or unix:///path")
+	f.StringVar(&fl.HTTPAddr, "http-addr", sidecar.DefaultHTTPAddr, "data API / health / metrics listener: host:port or unix:///path")
 	f.StringVar(&fl.Bundle.URL, "bundle-url", "", "bundle URL on a bundle server (keygate serve)")
 	f.StringVar(&fl.Bundle.File, "bundle-file", "", "bundle file (.tar.gz) instead of a URL")
 	f.StringVar(&fl.Bundle.Token, "bundle-token", "", "bearer token for the bundle server")
 	f.StringVar(&fl.Bundle.VerificationKey, "verification-key", "", "verify bundle signatures with this PEM public key (or HMAC secret) file")
-	f.StringVar(&fl.Bundle.VerificationKeyID, "verification-key-id", "keygate", "key id bundles are signed with")
+	f.StringVar(&fl.Bundle.VerificationKeyID, "verification-key-id", sidecar.DefaultVerificationKeyID, "key id bundles are signed with")
 	f.StringVar(&fl.Bundle.VerificationAlg, "verification-alg", "", "bundle signing algorithm (default: by the verification key, as keygate serve signs: ES256 for EC, RS256 for RSA, HS256 for a non-PEM secret)")
 	f.StringVar(&fl.Bundle.PersistDir, "persist-dir", "", "keep the last good bundle here and use it when the server is unreachable at start")
-	f.DurationVar(&fl.Bundle.MinDelay, "poll-min", 10*time.Second, "minimum polling delay (whole seconds)")
-	f.DurationVar(&fl.Bundle.MaxDelay, "poll-max", 20*time.Second, "maximum polling delay (whole seconds)")
+	f.DurationVar(&fl.Bundle.MinDelay, "poll-min", sidecar.DefaultPollMin, "minimum polling delay (whole seconds)")
+	f.DurationVar(&fl.Bundle.MaxDelay, "poll-max", sidecar.DefaultPollMax, "maximum polling delay (whole seconds)")
 	f.DurationVar(&fl.Bundle.LongPollTimeout, "long-poll", 0, "long polling timeout (whole seconds; 0 = plain polling)")
 	f.StringVar(&fl.Identity.JWKSFile, "jwks-file", "", "JSON Web Key Set file to verify bearer JWTs")
 	f.StringVar(&fl.Identity.JWKSURL, "jwks-url", "", "JSON Web Key Set URL (refreshed in the background)")
@@ -94,13 +113,13 @@ answers Envoy's ext_authz Check from data.keygate.envoy.response. Flags override
 	f.StringSliceVar(&audiences, "audience", nil, "accepted aud claim (repeatable)")
 	f.DurationVar(&fl.Identity.ClockSkew, "clock-skew", 30*time.Second, "leeway on exp and nbf")
 	f.BoolVar(&fl.IdentityFromMetadata, "identity-from-metadata", false, "take the subject from Envoy jwt_authn's payload_in_metadata instead of verifying the bearer token")
-	f.StringVar(&fl.MetadataKey, "metadata-key", "verified_jwt", "jwt_authn payload_in_metadata name")
+	f.StringVar(&fl.MetadataKey, "metadata-key", sidecar.DefaultMetadataKey, "jwt_authn payload_in_metadata name")
 	f.BoolVar(&fl.DryRun, "dry-run", false, "allow everything; log and count (result=dry_run) what would be denied")
-	f.DurationVar(&fl.CheckTimeout, "check-timeout", 100*time.Millisecond, "deadline of one Check's evaluation")
+	f.DurationVar(&fl.CheckTimeout, "check-timeout", sidecar.DefaultCheckTimeout, "deadline of one Check's evaluation")
 	f.IntVar(&fl.Workers, "workers", 0, "evaluation goroutines (0 = GOMAXPROCS)")
-	f.DurationVar(&fl.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "graceful shutdown bound")
+	f.DurationVar(&fl.ShutdownTimeout, "shutdown-timeout", sidecar.DefaultShutdownTimeout, "graceful shutdown bound")
 	f.BoolVar(&fl.DecisionLogs.Disabled, "no-decision-logs", false, "disable decision logs")
-	f.IntVar(&fl.DecisionLogs.QueueSize, "decision-log-queue", 1024, "decision log queue bound (entries past it are dropped and counted)")
+	f.IntVar(&fl.DecisionLogs.QueueSize, "decision-log-queue", sidecar.DefaultDecisionLogQueue, "decision log queue bound (entries past it are dropped and counted)")
 	return cmd
 }
 

@@ -60,6 +60,8 @@ func TestAuthzRejectsBadConfig(t *testing.T) {
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.yaml")
 	_ = os.WriteFile(bad, []byte("bundle:\n  urll: x\n"), 0o644)
+	opa := filepath.Join(dir, "opa.yaml")
+	_ = os.WriteFile(opa, []byte("discovery:\n  resource: x\nkeygate:\n  grpc_addr: 127.0.0.1:0\n"), 0o644)
 	cases := []struct {
 		name string
 		args []string
@@ -69,6 +71,11 @@ func TestAuthzRejectsBadConfig(t *testing.T) {
 		{"no bundle", []string{"authz", "--jwks-file", "j.json"}, "bundle.url"},
 		{"no identity", []string{"authz", "--bundle-file", "b.tar.gz"}, "identity.jwks_file"},
 		{"bad poll delay", []string{"authz", "--bundle-url", "http://h/b", "--jwks-file", "j", "--poll-min", "1500ms"}, "bundle.min_delay"},
+		{"unsupported OPA key", []string{"authz", "--config-file", opa}, "discovery: not supported"},
+		{"bad --set", []string{"authz", "--set", "keygate.grpc_addr"}, "has no value"},
+		{"--set checked like the file", []string{"authz", "--set", "keygate.max_bundle_age=-1s,keygate.bundle.file=b", "--jwks-file", "j"}, "max_bundle_age"},
+		{"both formats", []string{"authz", "--config", bad, "--set", "a=b"}, "exclusive"},
+		{"negative --max-bundle-age", []string{"authz", "--bundle-file", "b", "--jwks-file", "j", "--max-bundle-age", "-1m"}, "max_bundle_age"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

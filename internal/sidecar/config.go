@@ -4,15 +4,70 @@
 package sidecar
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/keygate/keygate/internal/identity"
 )
+
+// Defaults: every default of the sidecar's configuration lives here (SetDefaults, the flags of keygate authz
+// and the OPA configuration keygate renders read these; README.md lists them, TestDefaultsDocumented checks).
+const (
+	DefaultGRPCAddr          = "127.0.0.1:9191"
+	DefaultHTTPAddr          = "127.0.0.1:8181"
+	DefaultMetadataNamespace = "envoy.filters.http.jwt_authn"
+	DefaultMetadataKey       = "verified_jwt"
+	DefaultCheckTimeout      = 100 * time.Millisecond
+	DefaultDataTimeout       = 5 * time.Second
+	DefaultShutdownTimeout   = 10 * time.Second
+	DefaultDecisionLogQueue  = 1024
+	DefaultVerificationKeyID = "keygate"
+	DefaultPollMin           = 10 * time.Second
+	DefaultPollMax           = 20 * time.Second
+	// DefaultMaxBundleAge: readiness fails once the bundle server has not confirmed the active bundle for this
+	// long (about 30 failed polls at the default polling delays).
+	DefaultMaxBundleAge = 10 * time.Minute
+	// DefaultBundleSizeLimitBytes is OPA's bundles.<name>.size_limit_bytes when the configuration leaves it
+	// unset: the largest file of a bundle, decompressed (OPA checks the tar header before reading the file).
+	// The 1M-user bundle's data.json is 84 MiB (docs/performance.md): 256 MiB is three times that, and a
+	// fourth of OPA's own default (1 GiB), which let a 900 MB whitespace-padded data.json through (issue 11).
+	DefaultBundleSizeLimitBytes = 256 << 20
+)
+
+// Default is one row of the defaults table.
+type Default struct {
+	Key   string // the configuration key (keygate.* for keygate's own section, else OPA's)
+	Value string
+}
+
+// Defaults is the defaults table (README.md, "Configuration").
+var Defaults = []Default{
+	{"keygate.grpc_addr", DefaultGRPCAddr},
+	{"keygate.http_addr", DefaultHTTPAddr},
+	{"keygate.metadata_namespace", DefaultMetadataNamespace},
+	{"keygate.metadata_key", DefaultMetadataKey},
+	{"keygate.check_timeout", DefaultCheckTimeout.String()},
+	{"keygate.data_timeout", DefaultDataTimeout.String()},
+	{"keygate.workers", "GOMAXPROCS"},
+	{"keygate.shutdown_timeout", DefaultShutdownTimeout.String()},
+	{"keygate.max_bundle_age", DefaultMaxBundleAge.String()},
+	{"keygate.decision_logs.queue_size", strconv.Itoa(DefaultDecisionLogQueue)},
+	{"keygate.bundle.verification_key_id", DefaultVerificationKeyID},
+	{"keygate.bundle.verification_alg", "by the key's type: ES256 (EC), RS256 (RSA), HS256 (a secret)"},
+	{"keygate.bundle.min_delay", DefaultPollMin.String()},
+	{"keygate.bundle.max_delay", DefaultPollMax.String()},
+	{"keygate.bundle.long_poll_timeout", "0s"},
+	{"bundles.keygate.size_limit_bytes", strconv.Itoa(DefaultBundleSizeLimitBytes)},
+	{"bundles.keygate.polling.min_delay_seconds", strconv.Itoa(int(DefaultPollMin / time.Second))},
+	{"bundles.keygate.polling.max_delay_seconds", strconv.Itoa(int(DefaultPollMax / time.Second))},
+	{"decision_logs.console", "true"},
+}
 
 // Config configures the sidecar. Zero fields take the defaults of SetDefaults.
 type Config struct {
@@ -53,6 +108,16 @@ type Config struct {
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 
 	DecisionLogs DecisionLogConfig `yaml:"decision_logs"`
+
+	// MaxBundleAge: once the bundle server has not confirmed the active bundle (a 200 or a 304) for this long,
+	// readiness fails (/health?bundles 500, gRPC health NOT_SERVING); Checks keep being answered from the
+	// bundle. nil takes DefaultMaxBundleAge; 0 turns it off (fail-static). Ignored for bundle files.
+	MaxBundleAge *time.Duration `yaml:"max_bundle_age"`
+
+	// OPA is OPA's own configuration for what OPA owns: services, bundles (one bundle, named keygate), keys,
+	// decision_logs, status, labels, persistence_directory; JSON. LoadConfig fills it from the top level of a
+	// --config-file. Bundle (bundle.url, --bundle-url, ...) is rendered onto it (renderOPAConfig).
+	OPA json.RawMessage `yaml:"-"`
 }
 
 // BundleConfig says where the bundle comes from and how it is verified.
@@ -82,53 +147,58 @@ type BundleConfig struct {
 	LongPollTimeout time.Duration `yaml:"long_poll_timeout"`
 }
 
-// DecisionLogConfig configures decision logs (slog records "decision").
+// DecisionLogConfig configures keygate's side of decision logs; the sinks are OPA's decision_logs plugin
+// (decisionlog.go).
 type DecisionLogConfig struct {
-	// Disabled turns decision logs off.
+	// Disabled turns decision logs off (removes OPA's decision_logs section).
 	Disabled bool `yaml:"disabled"`
-	// QueueSize bounds the entries waiting to be written; past it entries are dropped and counted.
-	// Default 1024.
+	// QueueSize bounds the entries waiting to be handed to OPA's decision log plugin; past it entries are
+	// dropped and counted (keygate_decision_logs_dropped_total{reason="queue_full"}). Default 1024.
 	QueueSize int `yaml:"queue_size"`
 }
 
 // SetDefaults fills unset fields.
 func (c *Config) SetDefaults() {
 	if c.GRPCAddr == "" {
-		c.GRPCAddr = "127.0.0.1:9191"
+		c.GRPCAddr = DefaultGRPCAddr
 	}
 	if c.HTTPAddr == "" {
-		c.HTTPAddr = "127.0.0.1:8181"
+		c.HTTPAddr = DefaultHTTPAddr
 	}
 	if c.MetadataNamespace == "" {
-		c.MetadataNamespace = "envoy.filters.http.jwt_authn"
+		c.MetadataNamespace = DefaultMetadataNamespace
 	}
 	if c.MetadataKey == "" {
-		c.MetadataKey = "verified_jwt"
+		c.MetadataKey = DefaultMetadataKey
 	}
 	if c.CheckTimeout == 0 {
-		c.CheckTimeout = 100 * time.Millisecond
+		c.CheckTimeout = DefaultCheckTimeout
 	}
 	if c.DataTimeout == 0 {
-		c.DataTimeout = 5 * time.Second
+		c.DataTimeout = DefaultDataTimeout
 	}
 	if c.Workers == 0 {
 		c.Workers = runtime.GOMAXPROCS(0)
 	}
 	if c.ShutdownTimeout == 0 {
-		c.ShutdownTimeout = 10 * time.Second
+		c.ShutdownTimeout = DefaultShutdownTimeout
 	}
 	if c.DecisionLogs.QueueSize == 0 {
-		c.DecisionLogs.QueueSize = 1024
+		c.DecisionLogs.QueueSize = DefaultDecisionLogQueue
 	}
 	b := &c.Bundle
 	if b.VerificationKeyID == "" {
-		b.VerificationKeyID = "keygate"
+		b.VerificationKeyID = DefaultVerificationKeyID
 	}
 	if b.MinDelay == 0 {
-		b.MinDelay = 10 * time.Second
+		b.MinDelay = DefaultPollMin
 	}
 	if b.MaxDelay == 0 {
-		b.MaxDelay = 20 * time.Second
+		b.MaxDelay = DefaultPollMax
+	}
+	if c.MaxBundleAge == nil {
+		d := DefaultMaxBundleAge
+		c.MaxBundleAge = &d
 	}
 	if !c.IdentityFromMetadata {
 		c.Identity.SetDefaults()
@@ -144,9 +214,17 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("http_addr: %w", err)
 	}
 	b := c.Bundle
+	opa, err := c.opaDocument()
+	if err != nil {
+		return err
+	}
+	if err := validateOPADocument(opa); err != nil {
+		return err
+	}
+	opaBundle := sub(opa, "bundles", bundleName) != nil
 	switch {
-	case b.URL == "" && b.File == "":
-		return errors.New("bundle.url or bundle.file is required")
+	case b.URL == "" && b.File == "" && !opaBundle:
+		return errors.New("bundle.url, bundle.file or OPA's bundles.keygate is required")
 	case b.URL != "" && b.File != "":
 		return errors.New("bundle.url and bundle.file are mutually exclusive")
 	case b.URL != "":
@@ -192,6 +270,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		return fmt.Errorf("shutdown_timeout: %s is not positive", c.ShutdownTimeout)
+	}
+	if c.MaxBundleAge != nil && *c.MaxBundleAge < 0 {
+		return fmt.Errorf("max_bundle_age: %s is negative", *c.MaxBundleAge)
 	}
 	if c.DecisionLogs.QueueSize < 1 {
 		return fmt.Errorf("decision_logs.queue_size: %d is below 1", c.DecisionLogs.QueueSize)

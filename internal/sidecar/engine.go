@@ -2,13 +2,11 @@ package sidecar
 
 import (
 	"context"
-	"encoding/json"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,8 +15,11 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/bundle"
 	"github.com/open-policy-agent/opa/v1/logging"
+	opametrics "github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/plugins"
 	bundleplugin "github.com/open-policy-agent/opa/v1/plugins/bundle"
+	"github.com/open-policy-agent/opa/v1/plugins/logs"
+	"github.com/open-policy-agent/opa/v1/plugins/status"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
@@ -97,71 +98,32 @@ type engine struct {
 
 	mu           sync.Mutex // serialises refresh
 	lastActivate time.Time
+
+	status     *status.Plugin     // always registered: GET /v1/status
+	logs       *logs.Plugin       // nil when decision logs are off
+	opaMetrics opametrics.Metrics // the logs and status plugins' counters (metrics.go reads them)
+	maxAge     time.Duration      // MaxBundleAge; 0: off (or a bundle file)
+	lastOK     atomic.Int64       // unix ns of the last 200/304 from the bundle server (or of the first activation)
+	stale      atomic.Bool        // the bundle is older than maxAge (freshness.go)
 }
 
-// opaConfig renders the OPA configuration for the bundle source.
-func opaConfig(b BundleConfig) ([]byte, error) {
-	src := map[string]any{}
-	cfg := map[string]any{"bundles": map[string]any{bundleName: src}}
-	if b.URL != "" {
-		u, err := url.Parse(b.URL)
-		if err != nil {
-			return nil, err
-		}
-		svc := map[string]any{"url": u.Scheme + "://" + u.Host}
-		if b.Token != "" {
-			svc["credentials"] = map[string]any{"bearer": map[string]any{"token": b.Token}}
-		}
-		cfg["services"] = map[string]any{bundleName: svc}
-		resource := u.EscapedPath()
-		if u.RawQuery != "" {
-			resource += "?" + u.RawQuery
-		}
-		src["service"] = bundleName
-		src["resource"] = snapshotsOnly(b, resource)
-		polling := map[string]any{
-			"min_delay_seconds": int64(b.MinDelay / time.Second),
-			"max_delay_seconds": int64(b.MaxDelay / time.Second),
-		}
-		if b.LongPollTimeout > 0 {
-			polling["long_polling_timeout_seconds"] = int64(b.LongPollTimeout / time.Second)
-		}
-		src["polling"] = polling
-		if b.PersistDir != "" {
-			src["persist"] = true
-			cfg["persistence_directory"] = b.PersistDir
-		}
-	} else {
-		abs, err := filepath.Abs(b.File)
-		if err != nil {
-			return nil, err
-		}
-		src["resource"] = "file://" + filepath.ToSlash(abs)
-	}
-	if b.VerificationKey != "" {
-		key, err := os.ReadFile(b.VerificationKey)
-		if err != nil {
-			return nil, fmt.Errorf("bundle.verification_key: %w", err)
-		}
-		alg := b.VerificationAlg
-		if alg == "" {
-			alg = DefaultVerificationAlg(key)
-		}
-		cfg["keys"] = map[string]any{b.VerificationKeyID: map[string]any{
-			"algorithm": alg, "key": string(key),
-		}}
-		src["signing"] = map[string]any{"keyid": b.VerificationKeyID}
-	}
-	return json.Marshal(cfg)
+// newInstanceID is the manager's id (OPA's labels.id): a random UUID per process, as stock OPA.
+func newInstanceID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }
 
-func newEngine(cfg BundleConfig, logger *slog.Logger, m *metrics, onReady func()) (*engine, error) {
-	raw, err := opaConfig(cfg)
+func newEngine(cfg Config, logger *slog.Logger, m *metrics, onReady func()) (*engine, error) {
+	raw, err := renderOPAConfig(cfg)
 	if err != nil {
 		return nil, err
 	}
 	ol := &opaLogger{l: logger.With("component", "opa")}
-	mgr, err := plugins.New(raw, "keygate-sidecar", newOrderedStore(inmem.New(), bundleName, refusedOlder(logger, m)),
+	mgr, err := plugins.New(raw, newInstanceID(), newOrderedStore(inmem.New(), bundleName, refusedOlder(logger, m)),
 		plugins.Logger(ol), plugins.ConsoleLogger(ol), plugins.WithEnableTelemetry(false))
 	if err != nil {
 		return nil, fmt.Errorf("configuring OPA: %w", err)
@@ -176,10 +138,45 @@ func newEngine(cfg BundleConfig, logger *slog.Logger, m *metrics, onReady func()
 	if err != nil {
 		return nil, err
 	}
-	e := &engine{logger: logger, metrics: m, manager: mgr, hot: hot, onReady: onReady}
+	e := &engine{logger: logger, metrics: m, manager: mgr, hot: hot, onReady: onReady, opaMetrics: opametrics.New()}
+	if src := bcfg.Bundles[bundleName]; src != nil && src.Service != "" && cfg.MaxBundleAge != nil {
+		e.maxAge = *cfg.MaxBundleAge // a bundle file is read once: no age
+	}
 	e.plugin = bundleplugin.New(bcfg, mgr)
 	mgr.Register(bundleplugin.Name, e.plugin)
 	e.plugin.Register("keygate-sidecar", e.onStatus)
+
+	// The status plugin always runs: GET /v1/status serves its snapshot; it reports to a service only when
+	// the configuration's status section says so (OPA's semantics).
+	trigger := plugins.DefaultTriggerMode
+	var scfg *status.Config
+	if mc.Status != nil {
+		if scfg, err = status.NewConfigBuilder().WithBytes(mc.Status).WithServices(mgr.Services()).
+			WithTriggerMode(&trigger).Parse(); err != nil {
+			return nil, fmt.Errorf("configuring the status plugin: %w", err)
+		}
+	}
+	if scfg == nil {
+		scfg = &status.Config{Trigger: &trigger, PrometheusConfig: &status.PrometheusConfig{
+			Collectors: &status.Collectors{BundleLoadDurationNanoseconds: &status.BundleLoadDurationNanoseconds{
+				Buckets: []float64{1e9}}}}}
+	}
+	e.status = status.New(scfg, mgr).WithMetrics(e.opaMetrics)
+	mgr.Register(status.Name, e.status)
+	e.plugin.RegisterBulkListener("status", e.status.BulkUpdateBundleStatus)
+
+	if mc.DecisionLogs != nil {
+		lcfg, err := logs.NewConfigBuilder().WithBytes(mc.DecisionLogs).WithServices(mgr.Services()).
+			WithTriggerMode(&trigger).WithLogger(ol).Parse()
+		if err != nil {
+			return nil, fmt.Errorf("configuring decision logs: %w", err)
+		}
+		if lcfg != nil {
+			e.logs = logs.New(lcfg, mgr).WithMetrics(e.opaMetrics)
+			mgr.Register(logs.Name, e.logs)
+		}
+	}
+	m.watchOPA(e.opaMetrics)
 	return e, nil
 }
 
@@ -190,7 +187,28 @@ func (e *engine) start(ctx context.Context) error {
 	}
 	// A bundle loaded from the persistence directory during Start reports no status: look for it.
 	e.refresh(ctx)
+	if e.current.Load() != nil {
+		e.lastOK.CompareAndSwap(0, time.Now().UnixNano()) // its age counts from now
+	}
 	return nil
+}
+
+// snapshot is the status plugin's document (OPA's status API format), as OPA's GET /v1/status serves it.
+func (e *engine) snapshot(ctx context.Context) (*status.UpdateRequestV1, error) {
+	ch := make(chan *status.UpdateRequestV1, 1)
+	go func() { ch <- e.status.Snapshot() }()
+	select {
+	case s := <-ch:
+		return s, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// isStale reports whether the bundle server has not confirmed the active bundle for longer than maxAge.
+func (e *engine) isStale(now time.Time) bool {
+	last := e.lastOK.Load()
+	return e.maxAge > 0 && last != 0 && now.Sub(time.Unix(0, last)) > e.maxAge
 }
 
 func (e *engine) stop(ctx context.Context) { e.manager.Stop(ctx) }
@@ -199,17 +217,49 @@ func (e *engine) stop(ctx context.Context) { e.manager.Stop(ctx) }
 func (e *engine) trigger(ctx context.Context) error { return e.plugin.Trigger(ctx) }
 
 func (e *engine) onStatus(s bundleplugin.Status) {
-	if s.Code != "" && !strings.HasPrefix(s.Message, "request failed") && s.HTTPCode == "" {
-		// A bundle arrived but was rejected (signature, parse, activation): the old one keeps answering.
-		e.metrics.activations.WithLabelValues("failure").Inc()
-		e.logger.Warn("bundle rejected", "error", s.Message, "active_revision", s.ActiveRevision)
-		return
-	}
-	if s.Code != "" {
+	switch {
+	case s.Code == "":
+		// A 200 (activated) or a 304: the bundle server confirmed the active bundle.
+		last := s.LastSuccessfulRequest
+		if last.IsZero() {
+			last = time.Now()
+		}
+		e.lastOK.Store(last.UnixNano())
+		e.metrics.lastSuccess.Set(float64(last.UnixNano()) / 1e9)
+		e.refresh(context.Background())
+	case s.HTTPCode != "" || strings.HasPrefix(s.Message, "request failed"):
+		reason := "request"
+		if s.HTTPCode != "" {
+			reason = "http_status"
+		}
+		e.metrics.downloadFailures.WithLabelValues(reason).Inc()
 		e.logger.Warn("bundle download failed", "error", s.Message, "http_code", string(s.HTTPCode))
-		return
+	default:
+		// A bundle arrived but was refused (size limit, signature, parse, activation): the old one keeps
+		// answering.
+		reason := refusedReason(s.Message)
+		e.metrics.downloadFailures.WithLabelValues("refused").Inc()
+		if reason != refusedOlderRevision { // the ordered store counted it already
+			e.metrics.refused.WithLabelValues(reason).Inc()
+		}
+		e.metrics.activations.WithLabelValues("failure").Inc()
+		e.logger.Warn("bundle refused", "reason", reason, "error", s.Message, "active_revision", s.ActiveRevision)
 	}
-	e.refresh(context.Background())
+}
+
+// refusedReason classifies why a downloaded bundle was refused (keygate_bundle_refused_total's reason).
+func refusedReason(msg string) string {
+	switch m := strings.ToLower(msg); {
+	case strings.Contains(m, "older than the active revision"):
+		return refusedOlderRevision
+	case strings.Contains(m, "size_limit_bytes") || strings.Contains(m, "exceeded max size"):
+		return "size_limit"
+	case strings.Contains(m, "signature") || strings.Contains(m, "verif") || strings.Contains(m, "digest") ||
+		strings.Contains(m, "jwt") || strings.Contains(m, "keyid"):
+		return "signature"
+	default:
+		return "invalid"
+	}
 }
 
 // refresh prepares the queries against the store's current policies when a new activation happened.

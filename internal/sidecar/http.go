@@ -23,6 +23,7 @@ func (s *Sidecar) httpHandler() http.Handler {
 	mux.HandleFunc("POST /v1/data", s.handleData)
 	mux.HandleFunc("GET /v1/data", s.handleData)
 	mux.HandleFunc("GET /health", s.handleHealth)
+	mux.HandleFunc("GET /v1/status", s.handleStatus)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
 	return mux
 }
@@ -31,10 +32,26 @@ func (s *Sidecar) httpHandler() http.Handler {
 // like OPA).
 func (s *Sidecar) handleHealth(w http.ResponseWriter, r *http.Request) {
 	if _, ok := r.URL.Query()["bundles"]; ok && !s.Ready() {
-		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "no bundle activated"})
+		msg := "no bundle activated"
+		if s.engine.stale.Load() {
+			msg = "bundle older than max_bundle_age"
+		}
+		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": msg})
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{})
+}
+
+// handleStatus serves the status plugin's document (OPA's status API format: labels, bundles with
+// active_revision, last_successful_download, errors; decision_logs; plugins) as OPA's GET /v1/status does:
+// {"result": {...}}.
+func (s *Sidecar) handleStatus(w http.ResponseWriter, r *http.Request) {
+	st, err := s.engine.snapshot(r.Context())
+	if err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, apiError{"unavailable", err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"result": st})
 }
 
 type apiError struct {
@@ -125,7 +142,7 @@ func (s *Sidecar) handleData(w http.ResponseWriter, r *http.Request) {
 			}
 			s.metrics.decision(res, reason)
 			s.logs.log(decisionEntry{ID: id, Time: start, Path: path, Revision: rev, Input: input,
-				Result: res, Reason: reason, Duration: time.Since(start)})
+				Result: result, Outcome: res, Reason: reason, From: r.RemoteAddr, Duration: time.Since(start)})
 		}
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/reflection"
 
 	"github.com/keygate/keygate/internal/envoyauth"
@@ -90,7 +91,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Sidecar, err 
 		}
 		cleanup = append(cleanup, func() { _ = s.verifier.Close(context.Background()) })
 	}
-	if s.engine, err = newEngine(cfg.Bundle, logger, s.metrics, s.becameReady); err != nil {
+	if s.engine, err = newEngine(cfg, logger, s.metrics, s.becameReady); err != nil {
 		return nil, err
 	}
 	if s.grpcLis, err = listen(cfg.GRPCAddr); err != nil {
@@ -103,8 +104,8 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Sidecar, err 
 	cleanup = append(cleanup, func() { _ = s.httpLis.Close() })
 
 	s.pool = newPool(cfg.Workers, s.engine.hot)
-	if !cfg.DecisionLogs.Disabled {
-		s.logs = newDecisionLog(logger, cfg.DecisionLogs.QueueSize, s.metrics.logsDropped.Inc)
+	if s.engine.logs != nil {
+		s.logs = newDecisionLog(logger, cfg.DecisionLogs.QueueSize, s.engine.logs.Log, s.metrics.logsDropped.Inc)
 	}
 	// Streams are served on a fixed set of reused goroutines: their stacks have grown to what OPA's evaluator
 	// needs, so a Check evaluates inline without growing a fresh goroutine's stack or a hand-off.
@@ -132,8 +133,8 @@ func (s *Sidecar) GRPCAddr() net.Addr { return s.grpcLis.Addr() }
 // HTTPAddr is the HTTP listener's address.
 func (s *Sidecar) HTTPAddr() net.Addr { return s.httpLis.Addr() }
 
-// Ready reports whether a bundle is active.
-func (s *Sidecar) Ready() bool { return s.ready.Load() }
+// Ready reports whether a bundle is active and, with MaxBundleAge, not older than that (freshness.go).
+func (s *Sidecar) Ready() bool { return s.ready.Load() && !s.engine.stale.Load() }
 
 // Revision is the active bundle's revision ("" before the first activation).
 func (s *Sidecar) Revision() string {
@@ -161,6 +162,7 @@ func (s *Sidecar) Serve(ctx context.Context) error {
 		_ = s.httpLis.Close()
 		return err
 	}
+	go s.watchFreshness(ctx)
 	errc := make(chan error, 2)
 	go func() {
 		if err := s.grpcServer.Serve(s.grpcLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
@@ -200,12 +202,12 @@ func (s *Sidecar) shutdown() {
 	if err := s.httpServer.Shutdown(ctx); err != nil {
 		_ = s.httpServer.Close()
 	}
+	s.logs.close() // hands the queued entries to OPA's decision log plugin, which flushes them on stop
 	s.engine.stop(ctx)
 	if s.verifier != nil {
 		_ = s.verifier.Close(ctx)
 	}
 	s.pool.close()
-	s.logs.close()
 }
 
 // decisionID returns a unique id: a random per-process prefix and a sequence number.
@@ -252,9 +254,11 @@ func (s *Sidecar) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.
 	}
 	s.metrics.decision(result, d.Reason)
 	if s.logs != nil {
-		e := decisionEntry{ID: id, Time: start, Path: PathEnvoyResponse, Revision: s.Revision(), Result: result,
-			Reason: d.Reason, Status: d.HTTPStatus, User: d.User, Org: d.Org, Key: d.Key, Route: d.Route,
-			Duration: elapsed}
+		e := decisionEntry{ID: id, Time: start, Path: PathEnvoyResponse, Revision: s.Revision(), Outcome: result,
+			Reason: d.Reason, Decision: d, Duration: elapsed}
+		if p, ok := peer.FromContext(ctx); ok {
+			e.Peer = p.Addr
+		}
 		e.Request = input // the Check is done with it: the log builds its input document
 		s.logs.log(e)
 	}
