@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/keygate/keygate/internal/catalog"
 	"github.com/keygate/keygate/internal/compiler"
 )
 
@@ -35,10 +36,17 @@ func newBuildCmd(e *env) *cobra.Command {
 			if err := opts.Validate(); err != nil {
 				return usageErr("%v", err)
 			}
-			m, err := src.model(cmd.Context())
+			snap, err := src.snapshot(cmd.Context())
 			if err != nil {
 				return err
 			}
+			m, err := catalog.Resolve(snap)
+			if err != nil {
+				return fmt.Errorf("%s: %w", src.describe(), err)
+			}
+			// The revision names the database's commit position the snapshot was read at (0 for a seed file),
+			// as keygate serve's do.
+			opts.Position = snap.Position
 			b, err := compiler.Build(m, opts)
 			if err != nil {
 				return err

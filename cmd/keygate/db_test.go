@@ -13,6 +13,7 @@ import (
 	"github.com/keygate/keygate/internal/model"
 	"github.com/keygate/keygate/internal/pgtest"
 	"github.com/keygate/keygate/internal/revision"
+	"github.com/keygate/keygate/internal/store"
 )
 
 // testDatabaseURL returns the URL of a fresh schema of the test database, dropped when the test ends; it
@@ -46,9 +47,32 @@ func TestDatabaseCommands(t *testing.T) {
 		t.Errorf("db load: %q", out)
 	}
 
-	t.Run("the database builds the demo's revision", func(t *testing.T) {
-		if got, want := buildRevision(t, "--database-url", db), buildRevision(t); got != want {
-			t.Fatalf("revision from the database %s, from the embedded demo %s", got, want)
+	t.Run("the database builds the demo's content at its commit position", func(t *testing.T) {
+		ctx := context.Background()
+		pool, err := store.Open(ctx, db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pool.Close()
+		// A commit after the load: the position moves on, the content is the demo's again.
+		if _, err := pool.Exec(ctx, `UPDATE users SET email = email WHERE id = (SELECT min(id) FROM users)`); err != nil {
+			t.Fatal(err)
+		}
+		latest, err := store.LatestPosition(ctx, pool)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := revision.Parse(buildRevision(t, "--database-url", db))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := revision.Parse(buildRevision(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Hash != want.Hash || got.Position != latest || latest < 2 || want.Position != 0 {
+			t.Fatalf("revision from the database %s at position %d, want %s at keygate_position() %d (the embedded demo's at 0: %d)",
+				got.Hash, got.Position, want.Hash, latest, want.Position)
 		}
 	})
 	t.Run("serve from the database serves the same revision", func(t *testing.T) {
