@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -25,7 +26,8 @@ type Change struct {
 	Position uint64
 	Seq      int
 	Table    string
-	// Op is "insert", "update", "delete" or "truncate" (the whole table emptied; no key, no row).
+	// Op is "insert", "update", "delete", "truncate" (the whole table emptied; no key, no row) or OpReload
+	// (the whole model was replaced, by a Load or ImportCatalogue: no table, key or row; read a Snapshot).
 	Op string
 	// Key is the row's primary key as a JSON object of its columns (for an update: the key after it); OldKey is
 	// an update's key before it.
@@ -34,6 +36,17 @@ type Change struct {
 	Row         json.RawMessage
 	CommittedAt time.Time
 }
+
+// OpReload is the Op of the one change recorded for a bulk replacement of the whole model (Load,
+// ImportCatalogue): its rows are not in the feed. A reader that meets it must read a Snapshot (its Position is
+// the reload's or later) and follow from the snapshot's position; ReadChanges ends a batch at a reload, and a
+// Follower stops there with ErrReload.
+const OpReload = "reload"
+
+// ErrReload is returned (wrapped) by Follower.Run when the next change is an OpReload: the follower applied
+// everything before it (Position is the position before the reload). Read a Snapshot and start a new follower
+// at its Position.
+var ErrReload = errors.New("the whole model was reloaded: read a snapshot")
 
 // ErrPruned is returned (wrapped) when the changes after a reader's position were pruned: it must read a
 // Snapshot and follow from the snapshot's position.
@@ -56,6 +69,10 @@ func LatestPosition(ctx context.Context, pool *pgxpool.Pool) (uint64, error) {
 // transactions only: up to limit changes, but at least the next transaction's whole (which may hold more than
 // limit). An empty result means nothing was committed after it. If the changes after it were pruned the error
 // wraps ErrPruned, if after is beyond the latest position ErrPositionAhead.
+//
+// A transaction that replaced the whole model (Load, ImportCatalogue) is one change with Op OpReload, and it
+// ends the batch: the result's last change is then the reload, and nothing after it is returned. The reader
+// must not apply rows past it: it must read a Snapshot and follow from the snapshot's position.
 func ReadChanges(ctx context.Context, pool *pgxpool.Pool, after uint64, limit int) ([]Change, error) {
 	if limit <= 0 {
 		return nil, fmt.Errorf("reading changes: limit %d is not positive", limit)
@@ -108,6 +125,9 @@ func ReadChanges(ctx context.Context, pool *pgxpool.Pool, after uint64, limit in
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return nil, fmt.Errorf("reading changes: %w", err)
+	}
+	if i := slices.IndexFunc(changes, func(c Change) bool { return c.Op == OpReload }); i >= 0 {
+		changes = changes[:i+1] // a reload is a transaction's only change
 	}
 	return changes, nil
 }
@@ -216,9 +236,10 @@ func (f *Follower) Position() uint64 { return f.pos.Load() }
 // ListenerPID returns the server process id of the watcher's listener connection, 0 while disconnected.
 func (f *Follower) ListenerPID() uint32 { return f.watcher.PID() }
 
-// Run follows until ctx is done (then it returns nil), apply fails (its error is returned), or the position is
-// gone (an error wrapping ErrPruned or ErrPositionAhead: read a Snapshot and start a new follower at its
-// Position).
+// Run follows until ctx is done (then it returns nil), apply fails (its error is returned), the whole model was
+// reloaded (an error wrapping ErrReload, after applying every change before the reload) or the position is gone
+// (an error wrapping ErrPruned or ErrPositionAhead). After ErrReload, ErrPruned or ErrPositionAhead: read a
+// Snapshot and start a new follower at its Position. apply is never called with an OpReload change.
 func (f *Follower) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	watchDone := make(chan struct{})
@@ -247,7 +268,7 @@ func (f *Follower) Run(ctx context.Context) error {
 			backoff = f.cfg.Retry
 		case ctx.Err() != nil:
 			return nil
-		case errors.Is(err, ErrPruned), errors.Is(err, ErrPositionAhead), errors.Is(err, errApply):
+		case errors.Is(err, ErrReload), errors.Is(err, ErrPruned), errors.Is(err, ErrPositionAhead), errors.Is(err, errApply):
 			return err
 		default:
 			wait := backoff/2 + rand.N(backoff/2+1)
@@ -270,9 +291,20 @@ func (f *Follower) catchUp(ctx context.Context) error {
 		if len(changes) == 0 {
 			return nil
 		}
-		if err := f.apply(ctx, changes); err != nil {
-			return fmt.Errorf("%w at position %d: %w", errApply, changes[0].Position, err)
+		last := changes[len(changes)-1]
+		reload := last.Op == OpReload
+		if reload {
+			changes = changes[:len(changes)-1]
 		}
-		f.pos.Store(changes[len(changes)-1].Position)
+		if len(changes) > 0 {
+			if err := f.apply(ctx, changes); err != nil {
+				return fmt.Errorf("%w at position %d: %w", errApply, changes[0].Position, err)
+			}
+			f.pos.Store(changes[len(changes)-1].Position)
+		}
+		if reload {
+			return fmt.Errorf("following changes: position %d (committed %s): %w", last.Position,
+				last.CommittedAt.UTC().Format(time.RFC3339Nano), ErrReload)
+		}
 	}
 }

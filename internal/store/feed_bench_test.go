@@ -32,8 +32,9 @@ func poolAtVersion(b *testing.B, version int64, conns int32) *pgxpool.Pool {
 }
 
 // BenchmarkWriteThroughput measures 8 concurrent READ COMMITTED writers, each transaction a new user and its
-// assignment (two statements and a commit), at three schema versions: 00003 (no invariants, no feed), 00004
-// (the commit-time invariants) and 00005 (the invariants and the feed's position and outbox).
+// assignment (two statements and a commit), at four schema versions: 00003 (no invariants, no feed), 00004
+// (the commit-time invariants), 00005 (the invariants and the feed's position and outbox) and 00006 (the feed's
+// triggers first ask whether the transaction is a reload).
 //
 //	KEYGATE_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test?sslmode=disable \
 //	go test ./internal/store -run '^$' -bench WriteThroughput -benchtime 2000x
@@ -42,7 +43,7 @@ func BenchmarkWriteThroughput(b *testing.B) {
 	for _, v := range []struct {
 		name    string
 		version int64
-	}{{"00003_no_invariants_no_feed", 3}, {"00004_invariants", 4}, {"00005_invariants_and_feed", 5}} {
+	}{{"00003_no_invariants_no_feed", 3}, {"00004_invariants", 4}, {"00005_invariants_and_feed", 5}, {"00006_feed_reload", 6}} {
 		b.Run(v.name, func(b *testing.B) {
 			pool := poolAtVersion(b, v.version, writers)
 			ctx := context.Background()
@@ -85,8 +86,9 @@ func BenchmarkWriteThroughput(b *testing.B) {
 	}
 }
 
-// BenchmarkLoadFeedCost measures Load of KEYGATE_BENCH_USERS users (default 100000; benchSeed) without and
-// with the feed (schema versions 00004 and 00005):
+// BenchmarkLoadFeedCost measures Load of KEYGATE_BENCH_USERS users (default 100000; benchSeed) at schema
+// versions 00003 (no invariants, no feed), 00004 (invariants), 00005 (the feed recording every row loaded) and
+// 00006 (the feed recording a Load as one reload):
 //
 //	KEYGATE_TEST_DATABASE_URL=... go test ./internal/store -run '^$' -bench LoadFeedCost -benchtime 1x
 func BenchmarkLoadFeedCost(b *testing.B) {
@@ -95,7 +97,7 @@ func BenchmarkLoadFeedCost(b *testing.B) {
 	for _, v := range []struct {
 		name    string
 		version int64
-	}{{"00003", 3}, {"00004", 4}, {"00005", 5}} {
+	}{{"00003", 3}, {"00004", 4}, {"00005", 5}, {"00006", 6}} {
 		b.Run(v.name, func(b *testing.B) {
 			pool := poolAtVersion(b, v.version, 2)
 			ctx := context.Background()

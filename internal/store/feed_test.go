@@ -16,6 +16,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/keygate/keygate/internal/model"
 )
 
 // feedTables are the RBAC tables and their primary keys, as migration 00005 records them.
@@ -83,6 +85,14 @@ func newReplay(pos uint64) *replay {
 	return r
 }
 
+// snapshotReplay is a replay starting from the database's tables and position (as a reader starts from a
+// Snapshot).
+func snapshotReplay(t testing.TB, pool *pgxpool.Pool) *replay {
+	t.Helper()
+	pos, state := dumpTables(t, pool)
+	return &replay{state: state, pos: pos}
+}
+
 func (r *replay) apply(changes []Change) error {
 	for _, c := range changes {
 		switch {
@@ -94,7 +104,7 @@ func (r *replay) apply(changes []Change) error {
 		}
 		r.seq = c.Seq
 		rows, ok := r.state[c.Table]
-		if !ok {
+		if !ok && c.Op != OpReload {
 			return fmt.Errorf("change %d.%d of unknown table %q", c.Position, c.Seq, c.Table)
 		}
 		switch c.Op {
@@ -107,6 +117,8 @@ func (r *replay) apply(changes []Change) error {
 			delete(rows, string(c.Key))
 		case "truncate":
 			clear(rows)
+		case OpReload:
+			return fmt.Errorf("change %d.%d: a reload reached apply (the follower must stop at it)", c.Position, c.Seq)
 		default:
 			return fmt.Errorf("change %d.%d: unknown op %q", c.Position, c.Seq, c.Op)
 		}
@@ -300,13 +312,13 @@ func waitPosition(t *testing.T, run running, pool *pgxpool.Pool) uint64 {
 	return latest
 }
 
-// TestFeedConcurrentWriters: 8 writers commit concurrently; a follower from position 0 sees every change
-// exactly once, positions contiguous and in commit order, and its replay is the database.
+// TestFeedConcurrentWriters: 8 writers commit concurrently; a follower from the Load's position sees every
+// change exactly once, positions contiguous and in commit order, and its replay is the database.
 func TestFeedConcurrentWriters(t *testing.T) {
 	t.Parallel()
 	pool, url := feedPool(t, 10, "keygate-feed-writers")
-	r := newReplay(0)
-	run := follow(t, pool, url, 0, r)
+	r := snapshotReplay(t, pool) // after the Load (position 1, a reload)
+	run := follow(t, pool, url, r.pos, r)
 	commits := runWriters(t, pool, 0, 8, 25)
 	latest := waitPosition(t, run, pool)
 	if err := run.stop(); err != nil {
@@ -342,8 +354,8 @@ func TestFollowerSurvivesTermination(t *testing.T) {
 	app := "keygate-follower-" + strconv.FormatUint(rand.Uint64(), 36)
 	followerURL := url + "&application_name=" + app
 	followerPool := openPool(t, url, 2, app)
-	r := newReplay(0)
-	run := follow(t, followerPool, followerURL, 0, r)
+	r := snapshotReplay(t, pool)
+	run := follow(t, followerPool, followerURL, r.pos, r)
 	var killed atomic.Int64
 	killCtx, stopKilling := context.WithCancel(context.Background())
 	var killer sync.WaitGroup
@@ -384,17 +396,14 @@ func TestFeedResume(t *testing.T) {
 	t.Parallel()
 	pool, url := feedPool(t, 6, "keygate-feed-resume")
 	ctx := context.Background()
-	r := newReplay(0)
 	changes, err := ReadChanges(ctx, pool, 0, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(changes) == 0 || changes[0].Position != 1 || changes[len(changes)-1].Position != 1 {
-		t.Fatalf("first batch: %d changes, want position 1 whole (the Load)", len(changes))
+	if len(changes) != 1 || changes[0].Position != 1 || changes[0].Op != OpReload {
+		t.Fatalf("first batch: %+v, want position 1's one reload (the Load)", changes)
 	}
-	if err := r.apply(changes); err != nil {
-		t.Fatal(err)
-	}
+	r := snapshotReplay(t, pool) // a reload: the reader starts from a snapshot
 	runWriters(t, pool, 0, 2, 10) // committed while nobody follows
 	saved := r.pos
 	run := follow(t, pool, url, saved, r)
@@ -507,10 +516,25 @@ func TestFeedRecordsEveryOp(t *testing.T) {
 		}
 	}()
 	exec(`TRUNCATE routes`)
+	// A Load (the whole model replaced) is one reload change, and the edits after it are recorded as ever.
+	if err := Load(ctx, pool, testBuiltin(), invariantSeed()); err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	exec(`UPDATE users SET email = 'after-load@example.com' WHERE id = 'u-carol'`)
+	exec(`INSERT INTO tokens (id, user_id) VALUES ('tok-d', 'u-carol')`, `DELETE FROM tokens WHERE id = 'tok-d'`)
+	// The batch ends at the reload: nothing after it comes with it.
 	changes, err := ReadChanges(ctx, pool, start, 100)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if n := len(changes); n == 0 || changes[n-1].Op != OpReload {
+		t.Fatalf("the batch over a Load does not end at its reload: %+v", changes)
+	}
+	more, err := ReadChanges(ctx, pool, changes[len(changes)-1].Position, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changes = append(changes, more...)
 	type rec struct {
 		pos              uint64
 		seq              int
@@ -534,8 +558,81 @@ func TestFeedRecordsEveryOp(t *testing.T) {
 		{1, 3, "tokens", "update", `{"id": "tok-c"}`, `{"id": "tok-a"}`, "revoked"},
 		{1, 4, "tokens", "delete", `{"id": "tok-b"}`, "", "..."},
 		{2, 1, "routes", "truncate", "", "", ""},
+		{3, 1, "", "reload", "", "", ""},
+		{4, 1, "users", "update", `{"id": "u-carol"}`, `{"id": "u-carol"}`, "..."},
+		{5, 1, "tokens", "insert", `{"id": "tok-d"}`, "", "..."},
+		{5, 2, "tokens", "delete", `{"id": "tok-d"}`, "", "..."},
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("recorded:\n%v\nwant:\n%v", got, want)
+	}
+	// One position per committed transaction; the Load's outbox holds one row, not one per row loaded.
+	var latest, loadRows int64
+	if err := pool.QueryRow(ctx, `SELECT keygate_position(), (SELECT count(*) FROM keygate_changes ch
+		JOIN keygate_commits c ON c.xid = ch.xid WHERE c.position = $1)`, int64(start+3)).Scan(&latest, &loadRows); err != nil {
+		t.Fatal(err)
+	}
+	if latest != int64(start+5) || loadRows != 1 {
+		t.Errorf("latest position %d, want %d; the Load recorded %d changes, want 1", latest, start+5, loadRows)
+	}
+}
+
+// TestFollowerStopsAtReload: a follower applies everything before a Load, then stops with ErrReload at the
+// position before it; a new follower from a Snapshot's position goes on, and its replay is the database.
+// ImportCatalogue (the other bulk writer) is a reload too.
+func TestFollowerStopsAtReload(t *testing.T) {
+	t.Parallel()
+	pool, url := feedPool(t, 6, "keygate-feed-reload")
+	ctx := context.Background()
+	r := snapshotReplay(t, pool)
+	run := follow(t, pool, url, r.pos, r)
+	runWriters(t, pool, 0, 2, 5)
+	_, beforeLoad := dumpTables(t, pool)
+	if err := Load(ctx, pool, testBuiltin(), invariantSeed()); err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	loadPos, err := LatestPosition(ctx, pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-run.done:
+		if !errors.Is(err, ErrReload) {
+			t.Fatalf("Run over a Load = %v, want ErrReload", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the follower runs on past a Load")
+	}
+	if got := run.f.Position(); got != loadPos-1 || r.pos != loadPos-1 {
+		t.Fatalf("follower stopped at %d (replay at %d), want %d (the position before the Load's)", got, r.pos, loadPos-1)
+	}
+	diffStates(t, r.state, beforeLoad) // everything before the Load was applied
+
+	snap, err := Snapshot(ctx, pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap.Position != loadPos {
+		t.Fatalf("Snapshot.Position = %d, want the Load's %d", snap.Position, loadPos)
+	}
+	r2 := snapshotReplay(t, pool)
+	run2 := follow(t, pool, url, snap.Position, r2)
+	runWriters(t, pool, 2, 2, 5)
+	waitPosition(t, run2, pool)
+	if err := run2.stop(); err != nil {
+		t.Fatalf("Run after the snapshot: %v", err)
+	}
+	_, state := dumpTables(t, pool)
+	diffStates(t, r2.state, state)
+
+	if err := ImportCatalogue(ctx, pool, testBuiltin(), model.Snapshot{}); err != nil {
+		t.Fatalf("ImportCatalogue: %v", err)
+	}
+	changes, err := ReadChanges(ctx, pool, r2.pos, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(changes) != 1 || changes[0].Op != OpReload || changes[0].Position != r2.pos+1 {
+		t.Fatalf("ImportCatalogue recorded %+v, want one reload at %d", changes, r2.pos+1)
 	}
 }
