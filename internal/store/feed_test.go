@@ -403,7 +403,7 @@ func TestFeedResume(t *testing.T) {
 	if len(changes) != 1 || changes[0].Position != 1 || changes[0].Op != OpReload {
 		t.Fatalf("first batch: %+v, want position 1's one reload (the Load)", changes)
 	}
-	r := snapshotReplay(t, pool) // a reload: the reader starts from a snapshot
+	r := snapshotReplay(t, pool)  // a reload: the reader starts from a snapshot
 	runWriters(t, pool, 0, 2, 10) // committed while nobody follows
 	saved := r.pos
 	run := follow(t, pool, url, saved, r)
