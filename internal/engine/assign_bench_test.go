@@ -17,8 +17,8 @@ import (
 
 // BenchmarkAssignDecision measures data.keygate.assign.decision (p50/p99) on the synthetic users plus what an
 // assignment decision needs that synth does not make: custom roles (one org in ten has an Auditor, an HR role
-// holding Edit User and a custom team role), teams with members, an HR holder per such org and soft-deleted
-// users. The inputs cycle over every rule of the table, allowed and denied: see assignBenchInputs.
+// holding Edit User and a custom team role), teams with members, per such org an HR holder, a Team Lead and a
+// Team Admin who is not an Organization Admin, and soft-deleted users. The inputs cycle over every rule of the table, allowed and denied: see assignBenchInputs.
 func BenchmarkAssignDecision(b *testing.B) {
 	for _, n := range benchSizes() {
 		b.Run(fmt.Sprintf("users=%d", n), func(b *testing.B) {
@@ -34,7 +34,7 @@ func BenchmarkAssignDecision(b *testing.B) {
 			b.ResetTimer()
 			for i := range b.N {
 				start := time.Now()
-				v, err := s.eng.Hot().Eval(ctx, &pq, inputs[i%len(inputs)], time.Second)
+				v, err := s.eng.Hot().Eval(ctx, &pq, inputs[i%len(inputs)], 10*time.Second) // generous: a loaded machine must not fail the run
 				d := time.Since(start)
 				lat = append(lat, d)
 				if err != nil || v == nil {
@@ -114,85 +114,146 @@ func assignBenchSnapshot(n int) model.Snapshot {
 		if lead := o + 2*nOrgs; lead < n {
 			s.Assignments = append(s.Assignments, model.Assignment{User: synth.UserID(lead), Role: fmt.Sprintf("r-lead-%d", o), Org: org, Team: s.Teams[o].ID})
 		}
+		if ta := o + 3*nOrgs; ta < n { // a Team Admin who is not an Organization Admin
+			s.Assignments = append(s.Assignments, model.Assignment{User: synth.UserID(ta), Role: model.RoleTeamAdmin, Org: org, Team: s.Teams[o].ID})
+		}
 	}
-	for i := 5; i < n; i += 997 {
+	for i := 3*nOrgs + 5; i < n; i += 997 { // never an org owner, HR holder or Team Lead
 		s.Users[i].Deleted = true
 	}
 	return s
 }
 
 // assignBenchInputs cycles over the rules of the assignment table, for many orgs, actors and targets: each
-// kind is one row of the table, allowed or denied for one reason, named in the second result. The users of
-// org o are o + k*nOrgs (synth): o its owner (Organization Admin, Team Admin, Workspace Admin), o+nOrgs the
-// HR holder (Edit User) and o+2*nOrgs the Team Lead where the org has custom roles, o+4k*nOrgs Organization
-// Admins, o+(4k+1)*nOrgs Billing Managers, the others plain Users.
+// kind is one row of the table, allowed or denied for one reason, named in the second result. Actors and
+// targets are picked from the assignments by what they hold in the org.
 func assignBenchInputs(s model.Snapshot) ([]ast.Value, []string) {
-	nOrgs, n := len(s.Organizations), len(s.Users)
-	user := func(o, k int) string { return synth.UserID((o + k*nOrgs) % n) }
+	nOrgs := len(s.Organizations)
+	deleted := map[string]bool{}
+	var deletedIDs []string
+	for _, u := range s.Users {
+		if u.Deleted {
+			deleted[u.ID] = true
+			deletedIDs = append(deletedIDs, u.ID)
+		}
+	}
+	held := map[string]map[string][]string{} // org -> user -> roles
+	for _, a := range s.Assignments {
+		if a.Org == "" || deleted[a.User] {
+			continue
+		}
+		if held[a.Org] == nil {
+			held[a.Org] = map[string][]string{}
+		}
+		held[a.Org][a.User] = append(held[a.Org][a.User], a.Role)
+	}
+	owners := map[string]string{}
+	for _, o := range s.Organizations {
+		owners[o.ID] = o.Owner
+	}
+	// admins: Organization Admins other than the owner (synth makes them in every fourth org).
+	admins, plain, members := map[string][]string{}, map[string][]string{}, map[string][]string{}
+	for org, users := range held {
+		for u, roles := range users {
+			members[org] = append(members[org], u)
+			if slices.Contains(roles, model.RoleOrganizationAdmin) && u != owners[org] {
+				admins[org] = append(admins[org], u)
+			}
+			if len(roles) == 1 && roles[0] == model.RoleUser {
+				plain[org] = append(plain[org], u)
+			}
+		}
+	}
+	for _, m := range []map[string][]string{admins, plain, members} {
+		for _, l := range m {
+			slices.Sort(l)
+		}
+	}
+	pick := func(l []string, k int) string { return l[k%len(l)] }
 	type in = map[string]any
 	kinds := []struct {
 		name string
 		make func(o, k int) in
 	}{
 		{"org admin assigns User", func(o, k int) in {
-			return in{"actor": user(o, 4), "action": "assign", "role": "User", "user": user(o, 6+k), "org": synth.OrgID(o)}
+			o -= o % 4
+			org := synth.OrgID(o)
+			return in{"actor": pick(admins[org], k), "action": "assign", "role": "User", "user": pick(members[org], k*7), "org": org}
 		}},
 		{"plain user assigns User", func(o, k int) in {
-			return in{"actor": user(o, 3), "action": "assign", "role": "User", "user": user(o, 7+k), "org": synth.OrgID(o)}
+			org := synth.OrgID(o)
+			return in{"actor": pick(plain[org], k), "action": "assign", "role": "User", "user": pick(members[org], k*7), "org": org}
 		}},
 		{"owner assigns Organization Admin", func(o, k int) in {
-			return in{"actor": user(o, 0), "action": "assign", "role": "Organization Admin", "user": user(o, 3+k), "org": synth.OrgID(o)}
+			org := synth.OrgID(o)
+			return in{"actor": s.Organizations[o].Owner, "action": "assign", "role": "Organization Admin", "user": pick(plain[org], k), "org": org}
 		}},
 		{"org admin assigns Organization Admin", func(o, k int) in {
-			return in{"actor": user(o, 4), "action": "assign", "role": "Organization Admin", "user": user(o, 3+k), "org": synth.OrgID(o)}
+			o -= o % 4
+			org := synth.OrgID(o)
+			return in{"actor": pick(admins[org], k+1), "action": "assign", "role": "Organization Admin", "user": pick(plain[org], k), "org": org}
 		}},
-		{"owner unassigns Billing Manager", func(o, k int) in {
-			return in{"actor": user(o, 0), "action": "unassign", "role": "Organization Billing Manager", "user": user(o, 5), "org": synth.OrgID(o)}
+		{"owner unassigns an admin", func(o, k int) in {
+			o -= o % 4
+			org := synth.OrgID(o)
+			return in{"actor": s.Organizations[o].Owner, "action": "unassign", "role": "Organization Admin", "user": pick(admins[org], k), "org": org}
 		}},
 		{"org admin assigns Team Manager", func(o, k int) in {
-			return in{"actor": user(o, 4), "action": "assign", "role": "Team Manager", "user": user(o, 3+k), "org": synth.OrgID(o), "team": s.Teams[o].ID}
+			o -= o % 4
+			org := synth.OrgID(o)
+			return in{"actor": pick(admins[org], k), "action": "assign", "role": "Team Manager", "user": pick(members[org], k), "org": org, "team": s.Teams[o].ID}
 		}},
 		{"Team Manager without a team", func(o, k int) in {
-			return in{"actor": user(o, 4), "action": "assign", "role": "Team Manager", "user": user(o, 3+k), "org": synth.OrgID(o)}
+			o -= o % 4
+			org := synth.OrgID(o)
+			return in{"actor": pick(admins[org], k), "action": "assign", "role": "Team Manager", "user": pick(members[org], k), "org": org}
 		}},
 		{"Workspace Admin of another org's workspace", func(o, k int) in {
-			return in{"actor": user(o, 4), "action": "assign", "role": "Workspace Admin", "user": user(o, 3+k), "org": synth.OrgID(o), "workspace": s.Workspaces[(o+1)%nOrgs].ID}
+			o -= o % 4
+			org := synth.OrgID(o)
+			return in{"actor": pick(admins[org], k), "action": "assign", "role": "Workspace Admin", "user": pick(members[org], k), "org": org, "workspace": s.Workspaces[(o+1)%nOrgs].ID}
 		}},
 		{"team admin assigns a custom role, no team named", func(o, k int) in {
 			o -= o % 10
-			return in{"actor": user(o, 0), "action": "assign", "role": "Auditor", "user": user(o, 1+k%8), "org": synth.OrgID(o)}
+			return in{"actor": synth.UserID(o + 3*nOrgs), "action": "assign", "role": "Auditor", "user": pick(s.Teams[o].Members[1:], k), "org": synth.OrgID(o)}
 		}},
 		{"Edit User holder assigns a custom role", func(o, k int) in {
 			o -= o % 10
-			return in{"actor": user(o, 1), "action": "assign", "role": "Auditor", "user": user(o, 3+k), "org": synth.OrgID(o)}
+			org := synth.OrgID(o)
+			return in{"actor": synth.UserID(o + nOrgs), "action": "assign", "role": "Auditor", "user": pick(plain[org], k), "org": org}
 		}},
 		{"Edit User holder assigns Organization Admin", func(o, k int) in {
 			o -= o % 10
-			return in{"actor": user(o, 1), "action": "assign", "role": "Organization Admin", "user": user(o, 3+k), "org": synth.OrgID(o)}
+			org := synth.OrgID(o)
+			return in{"actor": synth.UserID(o + nOrgs), "action": "assign", "role": "Organization Admin", "user": pick(plain[org], k), "org": org}
 		}},
-		{"custom team role's Edit User on its team", func(o, k int) in {
+		{"custom team role's Edit User, no team named", func(o, k int) in {
 			o -= o % 10
-			return in{"actor": user(o, 2), "action": "assign", "role": "Auditor", "user": user(o, 1+k%8), "org": synth.OrgID(o), "team": s.Teams[o].ID}
+			return in{"actor": synth.UserID(o + 2*nOrgs), "action": "assign", "role": "HR", "user": pick(s.Teams[o].Members[1:], k), "org": synth.OrgID(o)}
 		}},
 		{"unknown role", func(o, k int) in {
-			return in{"actor": user(o, 4), "action": "assign", "role": "Janitor", "user": user(o, 3+k), "org": synth.OrgID(o)}
+			o -= o % 4
+			org := synth.OrgID(o)
+			return in{"actor": pick(admins[org], k), "action": "assign", "role": "Janitor", "user": pick(members[org], k), "org": org}
 		}},
 		{"deleted target", func(o, k int) in {
-			return in{"actor": user(o, 0), "action": "assign", "role": "User", "user": synth.UserID(5 + 997*(k%10)), "org": synth.OrgID(o)}
+			org := synth.OrgID(o)
+			return in{"actor": s.Organizations[o].Owner, "action": "assign", "role": "User", "user": pick(deletedIDs, k), "org": org}
 		}},
 		{"provider admin assigns Organization Admin", func(o, k int) in {
-			return in{"actor": synth.UserID(0), "action": "assign", "role": "Organization Admin", "user": user(o, 3+k), "org": synth.OrgID(o)}
+			org := synth.OrgID(o)
+			return in{"actor": synth.UserID(0), "action": "assign", "role": "Organization Admin", "user": pick(plain[org], k), "org": org}
 		}},
 		{"malformed: no actor", func(o, k int) in {
-			return in{"action": "assign", "role": "User", "user": user(o, 3+k), "org": synth.OrgID(o)}
+			org := synth.OrgID(o)
+			return in{"action": "assign", "role": "User", "user": pick(members[org], k), "org": org}
 		}},
 	}
 	var out []ast.Value
 	var names []string
 	for i := range 1024 {
 		kind := kinds[i%len(kinds)]
-		o := (i * 7919) % nOrgs
-		v, err := ast.InterfaceToValue(kind.make(o, i%16*4))
+		v, err := ast.InterfaceToValue(kind.make((i*7919)%nOrgs, i/len(kinds)))
 		if err != nil {
 			panic(err)
 		}

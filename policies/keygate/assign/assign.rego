@@ -16,13 +16,15 @@ import data.keygate.reason
 #   allow, reasons, via (the rule that allowed it, "" when denied), team (the team that rule went through,
 #   "" when none) and assigned (does the target hold the role there).
 # entrypoint: true
-decision := {
-	"allow": count(_denials) == 0,
-	"reasons": reason.ordered(_denials),
-	"via": _via_out,
-	"team": _team_out,
-	"assigned": _assigned,
-}
+decision := _denied(reason.ordered(_errors)) if {
+	count(_errors) > 0
+} else := {"allow": true, "reasons": [], "via": _via, "team": _via_team, "assigned": _assigned} if {
+	_via
+} else := _denied(["escalation"]) if {
+	_escalation
+} else := _denied(["not_permitted"])
+
+_denied(reasons) := {"allow": false, "reasons": reasons, "via": "", "team": "", "assigned": _assigned}
 
 # METADATA
 # title: Assignable roles
@@ -37,15 +39,30 @@ assignable := sort([role |
 # ---------------------------------------------------------------------------
 # Inputs.
 
-_actor_id := input.actor if _non_empty(input.actor)
+_actor_id := input.actor if {
+	is_string(input.actor)
+	input.actor != ""
+}
 
-_user_id := input.user if _non_empty(input.user)
+_user_id := input.user if {
+	is_string(input.user)
+	input.user != ""
+}
 
-_org_id := input.org if _non_empty(input.org)
+_org_id := input.org if {
+	is_string(input.org)
+	input.org != ""
+}
 
-_team_id := input.team if _non_empty(input.team)
+_team_id := input.team if {
+	is_string(input.team)
+	input.team != ""
+}
 
-_ws_id := input.workspace if _non_empty(input.workspace)
+_ws_id := input.workspace if {
+	is_string(input.workspace)
+	input.workspace != ""
+}
 
 # A missing action is an invalid one. (Through a default: with OPA 1.22, `not input.action in {...}` in a rule
 # body is undefined, not true, when input.action is missing; test "missing action is an invalid action".)
@@ -71,66 +88,36 @@ _role_id := id if {
 
 _role := db.roles[_role_id]
 
-_scope := _role.scope
-
-# The name of the role when it is one of the eight default roles; every other role is custom.
+# The name of the role when it is one of the eight default roles; every other role is custom (`not
+# _default_role` below, where the role is known).
 _default_role := _role.name if db.system_roles[_role.name] == _role_id
-
-_custom if {
-	_role_id
-	not _default_role
-}
-
-_provider_role if _default_role == "Provider Admin"
-
-# Every role but Provider Admin is given in an org.
-_org_role if {
-	_role_id
-	not _provider_role
-}
 
 # Is the key-subset check of the edit_user path on? A deployment-wide setting (docs/decisions.md).
 _key_subset if db.settings.assign_key_subset == true
 
 # ---------------------------------------------------------------------------
-# The answer: invariants first; not_permitted / escalation only when no invariant failed.
-
-_denials := _errors if {
-	count(_errors) > 0
-} else := set() if {
-	_via
-} else := {"escalation"} if {
-	_escalation
-} else := {"not_permitted"}
-
-default _via_out := ""
-
-_via_out := _via if count(_denials) == 0
-
-default _team_out := ""
-
-_team_out := _via_team[_via] if count(_denials) == 0
+# decision: invariants first; not_permitted / escalation only when no invariant failed.
 
 # Does the target hold the role at the place named by input?
 default _assigned := false
 
 _assigned if {
-	_provider_role
+	_default_role == "Provider Admin"
 	db.provider_admins[input.user]
 }
 
 _assigned if {
-	_scope == "organization"
+	_role.scope == "organization"
 	db.rolesets[db.orgs[_org].members[input.user]].roles[_role_id]
 }
 
 _assigned if {
-	_scope == "team"
+	_role.scope == "team"
 	db.rolesets[db.teams[_team].roles[input.user]].roles[_role_id]
 }
 
 _assigned if {
-	_scope == "workspace"
+	_role.scope == "workspace"
 	db.rolesets[db.workspaces[_ws].roles[input.user]].roles[_role_id]
 }
 
@@ -154,66 +141,59 @@ _errors contains "role_not_in_org" if {
 	_role.org != _org_id
 }
 
-_errors contains "missing_org" if {
-	_org_role
-	not _org_id
+# The place the role is given at: one error at most for each of the org, the team and the workspace.
+_errors contains _org_error if _default_role != "Provider Admin" # every role but Provider Admin lives in an org
+
+_errors contains _org_error if {
+	_role
+	not _default_role
 }
 
-_errors contains "unknown_org" if {
-	_org_role
-	_org_id
+_errors contains _team_error if _role.scope == "team"
+
+_errors contains _ws_error if _role.scope == "workspace"
+
+_org_error := "missing_org" if {
+	not _org_id
+} else := "unknown_org" if {
 	not _org
 }
 
-_errors contains "missing_team" if {
-	_scope == "team"
+_team_error := "missing_team" if {
 	not _team_id
-}
-
-_errors contains "unknown_team" if {
-	_scope == "team"
-	_team_id
+} else := "unknown_team" if {
 	not db.teams[_team_id].org
-}
-
-_errors contains "team_not_in_org" if {
-	_scope == "team"
+} else := "team_not_in_org" if {
 	db.teams[_team_id].org != _org_id
 }
 
-_errors contains "missing_workspace" if {
-	_scope == "workspace"
+_ws_error := "missing_workspace" if {
 	not _ws_id
-}
-
-_errors contains "unknown_workspace" if {
-	_scope == "workspace"
-	_ws_id
+} else := "unknown_workspace" if {
 	not db.workspaces[_ws_id].org
-}
-
-_errors contains "workspace_not_in_org" if {
-	_scope == "workspace"
+} else := "workspace_not_in_org" if {
 	db.workspaces[_ws_id].org != _org_id
 }
 
+# (input.action, not _action, where the index can skip the rule for the other action.)
 _errors contains "last_org_admin" if {
-	_action == "unassign"
+	input.action == "unassign"
 	_default_role == "Organization Admin"
 	_assigned
 	db.orgs[_org].admins <= 1
 }
 
 _errors contains "last_provider_admin" if {
-	_action == "unassign"
-	_provider_role
+	input.action == "unassign"
+	_default_role == "Provider Admin"
 	_assigned
 	count({u | some u, _ in db.provider_admins; not db.deleted[u]}) <= 1 # a deleted one administers nothing
 }
 
 _errors contains "free_plan_single_org" if {
-	_action == "assign"
-	_org_role
+	input.action == "assign"
+	not _default_role == "Provider Admin"
+	_role
 	home := db.free[input.user]
 	home != ""
 	home != _org_id
@@ -226,56 +206,45 @@ _errors contains "free_plan_single_org" if {
 _via := "provider_admin" if {
 	db.provider_admins[input.actor]
 } else := "org_owner" if {
-	_org_owner
+	_default_role in {"Organization Admin", "Organization Billing Manager"}
+	input.actor == db.orgs[_org].owner
 } else := "org_admin" if {
-	_org_admin
+	_default_role in {"Workspace Admin", "Workspace Manager", "Team Admin", "Team Manager", "User"}
+	_actor_org_admin
+} else := "org_admin" if {
+	not _default_role
+	_actor_org_admin
+	_target_in_org
 } else := "team_owner" if {
-	_team_owner
+	_default_role in {"Team Admin", "Team Manager"}
+	input.actor == db.teams[_team].owner
 } else := "workspace_owner" if {
-	_workspace_owner
+	_default_role in {"Workspace Admin", "Workspace Manager"}
+	input.actor == db.workspaces[_ws].owner
 } else := "team_admin" if {
 	_team_admin_team
 } else := "workspace_admin" if {
-	_workspace_admin
+	_default_role == "User"
+	db.orgs[_org].workspace_admins[input.actor]
 } else := "edit_user" if {
 	_edit_user_org
 } else := "edit_user" if {
 	_edit_user_team
 } else := "update_profile" if {
-	_update_profile
+	not _default_role
+	db.profile_admins[input.actor]
 }
 
-# The team each via went through.
-_via_team["team_owner"] := _team
+# The team via went through ("" for none).
+default _via_team := ""
 
-_via_team["team_admin"] := _team_admin_team
-
-_via_team["edit_user"] := _edit_user_team if not _edit_user_org
-
-_org_owner if {
-	_default_role in {"Organization Admin", "Organization Billing Manager"}
-	input.actor == db.orgs[_org].owner
-}
-
-_org_admin if {
-	_default_role in {"Workspace Admin", "Workspace Manager", "Team Admin", "Team Manager", "User"}
-	_actor_org_admin
-}
-
-_org_admin if {
-	_custom
-	_actor_org_admin
-	_target_in_org
-}
-
-_team_owner if {
-	_default_role in {"Team Admin", "Team Manager"}
-	input.actor == db.teams[_team].owner
-}
-
-_workspace_owner if {
-	_default_role in {"Workspace Admin", "Workspace Manager"}
-	input.actor == db.workspaces[_ws].owner
+_via_team := _team if {
+	_via == "team_owner"
+} else := _team_admin_team if {
+	_via == "team_admin"
+} else := _edit_user_team if {
+	_via == "edit_user"
+	not _edit_user_org
 }
 
 # The team through which the actor, a Team Admin there, may give the role: for User, the first (by id) team of
@@ -283,16 +252,11 @@ _workspace_owner if {
 # org where the actor is Team Admin and the target a member.
 _team_admin_team := min({t | some t in _actor_teams; _team_admin_on(t)}) if _default_role == "User"
 
-_team_admin_team := min({t | some t in _teams_to_search; _team_admin_on(t); db.teams[t].members[input.user]}) if _custom
-
-_workspace_admin if {
-	_default_role == "User"
-	db.orgs[_org].workspace_admins[input.actor]
-}
+_team_admin_team := min({t | some t in _teams_to_search; _team_admin_on(t); db.teams[t].members[input.user]}) if not _default_role
 
 # Edit User through a custom org role: custom roles for members of the org.
 _edit_user_org if {
-	_custom
+	not _default_role
 	db.rolesets[_actor_org_rs].edit_user
 	_target_in_org
 	_within_held_keys({})
@@ -304,16 +268,11 @@ _edit_user_team := min({t |
 	some t in _teams_to_search
 	_edit_user_on(t)
 	_within_held_keys(db.rolesets[db.teams[t].roles[input.actor]].keys)
-}) if _custom
-
-_update_profile if {
-	_custom
-	db.profile_admins[input.actor]
-}
+}) if not _default_role
 
 # With the key-subset setting, an Edit User path that hands out a key the actor does not hold is an escalation.
 _escalation if {
-	_custom
+	not _default_role
 	_key_subset
 	_edit_user_applies
 }
@@ -370,8 +329,3 @@ _holds(key, extra) if extra[key]
 default _actor_org_keys := {}
 
 _actor_org_keys := db.rolesets[_actor_org_rs].keys
-
-_non_empty(x) if {
-	is_string(x)
-	x != ""
-}
