@@ -39,15 +39,10 @@ assignable := sort([role |
 # ---------------------------------------------------------------------------
 # Inputs.
 
-_actor_id := input.actor if {
-	is_string(input.actor)
-	input.actor != ""
-}
+# input as an object ({} for anything else), for object.get.
+_input := input if is_object(input)
 
-_user_id := input.user if {
-	is_string(input.user)
-	input.user != ""
-}
+else := {}
 
 _org_id := input.org if {
 	is_string(input.org)
@@ -64,12 +59,6 @@ _ws_id := input.workspace if {
 	input.workspace != ""
 }
 
-# A missing action is an invalid one. (Through a default: with OPA 1.22, `not input.action in {...}` in a rule
-# body is undefined, not true, when input.action is missing; test "missing action is an invalid action".)
-default _action := ""
-
-_action := input.action
-
 # The org, team and workspace of input, only when known (and, for team and workspace, of the org).
 _org := _org_id if db.orgs[_org_id].owner
 
@@ -80,6 +69,8 @@ _ws := _ws_id if db.workspaces[_ws_id].org == _org_id
 # input.role: a role id (or "<org>/<name>"), then a default role's name, then a custom role of the org.
 _role_id := id if {
 	id := db.role_ids[input.role]
+} else := id if {
+	id := db.system_roles[input.role] # a default role's name, without building "/<name>"
 } else := id if {
 	id := db.role_ids[concat("/", ["", input.role])]
 } else := id if {
@@ -124,15 +115,23 @@ _assigned if {
 # ---------------------------------------------------------------------------
 # Invariants and malformed input.
 
-_errors contains "missing_subject" if not _actor_id
+# actor and user: non-empty strings (object.get of _input: a missing field, see invalid_action below).
+_errors contains "missing_subject" if not is_string(object.get(_input, "actor", null))
 
-_errors contains "missing_subject" if not _user_id
+_errors contains "missing_subject" if input.actor == ""
+
+_errors contains "missing_subject" if not is_string(object.get(_input, "user", null))
+
+_errors contains "missing_subject" if input.user == ""
 
 _errors contains "actor_deleted" if db.deleted[input.actor]
 
 _errors contains "target_deleted" if db.deleted[input.user]
 
-_errors contains "invalid_action" if not _action in {"assign", "unassign"}
+# A missing action is an invalid one. (Through object.get: with OPA 1.22, `not input.action in {...}` is undefined,
+# not true, when input.action is missing; tests "missing action is an invalid action", "input that is not an
+# object is denied, not an error".)
+_errors contains "invalid_action" if not object.get(_input, "action", "") in {"assign", "unassign"}
 
 _errors contains "unknown_role" if not _role_id
 
@@ -175,7 +174,7 @@ _ws_error := "missing_workspace" if {
 	db.workspaces[_ws_id].org != _org_id
 }
 
-# (input.action, not _action, where the index can skip the rule for the other action.)
+# (input.action == ..., first: the rule index skips these bodies for the other action.)
 _errors contains "last_org_admin" if {
 	input.action == "unassign"
 	_default_role == "Organization Admin"

@@ -373,6 +373,21 @@ cases := [
 		"allow": false, "reasons": ["missing_subject"],
 	},
 	{
+		"note": "input that is not an object is denied, not an error",
+		"input": "alice",
+		"allow": false, "reasons": ["missing_subject", "invalid_action", "unknown_role"],
+	},
+	{
+		"note": "empty actor denied",
+		"input": {"actor": "", "action": "assign", "role": "User", "user": "newbie", "org": "org-a"},
+		"allow": false, "reasons": ["missing_subject"],
+	},
+	{
+		"note": "non-string target denied",
+		"input": {"actor": "alice", "action": "assign", "role": "User", "user": 7, "org": "org-a"},
+		"allow": false, "reasons": ["missing_subject"],
+	},
+	{
 		"note": "missing target denied",
 		"input": {"actor": "alice", "action": "assign", "role": "User", "org": "org-a"},
 		"allow": false, "reasons": ["missing_subject"],
