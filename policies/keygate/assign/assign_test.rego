@@ -346,6 +346,18 @@ cases := [
 		"allow": true, "reasons": [], "via": "org_admin",
 	},
 	{
+		"note": "a role of no org that is not a default role resolves by its name and is custom",
+		"input": req("bob", "Global Auditor", "ursula", "org-a"),
+		"patch": {
+			"roles": {"r-global": {
+				"name": "Global Auditor", "scope": "organization", "org": "", "system": false,
+				"keychains": ["kc-a-audit"], "keys": {"k-view-teams": 0},
+			}},
+			"role_ids": {"r-global": "r-global", "/Global Auditor": "r-global"},
+		},
+		"allow": true, "reasons": [], "via": "org_admin",
+	},
+	{
 		"note": "unknown role",
 		"input": req("bob", "Janitor", "ursula", "org-a"),
 		"allow": false, "reasons": ["unknown_role"], "via": "", "assigned": false,
@@ -381,6 +393,16 @@ cases := [
 		"note": "empty actor denied",
 		"input": {"actor": "", "action": "assign", "role": "User", "user": "newbie", "org": "org-a"},
 		"allow": false, "reasons": ["missing_subject"],
+	},
+	{
+		"note": "empty target denied",
+		"input": {"actor": "alice", "action": "assign", "role": "User", "user": "", "org": "org-a"},
+		"allow": false, "reasons": ["missing_subject"],
+	},
+	{
+		"note": "custom role without an org denied",
+		"input": {"actor": "bob", "action": "assign", "role": "r-a-auditor", "user": "ursula"},
+		"allow": false, "reasons": ["missing_org"],
 	},
 	{
 		"note": "non-string target denied",
@@ -489,6 +511,12 @@ key_subset_cases := [
 		"input": req("hank", "Operations", "mallory", "org-a"),
 		"patch": key_subset_on,
 		"allow": false, "reasons": ["not_permitted"],
+	},
+	{
+		"note": "on: Edit User through a custom team role with no org role counts the team keys",
+		"input": object.union(req("nora", "HR", "ursula", "org-a"), {"team": "t-a1"}),
+		"patch": object.union(key_subset_on, {"teams": {"t-a1": {"members": {"nora": true}, "roles": {"nora": "7"}}}}),
+		"allow": true, "reasons": [], "via": "edit_user", "team": "t-a1",
 	},
 	{
 		"note": "on: the org admin path has no key check",
