@@ -87,9 +87,8 @@ _default_role := _role.name if db.system_roles[_role.name] == _role_id
 _key_subset if db.settings.assign_key_subset == true
 
 # ---------------------------------------------------------------------------
-# decision: invariants first; not_permitted / escalation only when no invariant failed.
-
-# Does the target hold the role at the place named by input?
+# decision, above, answers the invariants first (all that fail), then the first rule that permits, then
+# escalation or not_permitted. Does the target hold the role at the place named by input?
 default _assigned := false
 
 _assigned if {
