@@ -26,6 +26,7 @@ type layout struct {
 	wsRoles      map[string]map[string]int // workspace -> user -> roleset
 	orgAdmins    map[string]int            // org -> number of Organization Admin assignments
 	teamAdmins   map[string]map[string]bool
+	roleTeams    map[string]map[string][]string // org -> user -> sorted teams of the org where the user holds a team role
 	wsAdmins     map[string]map[string]bool
 	providers    map[string]bool
 	profileAdmin map[string]bool
@@ -35,8 +36,9 @@ type layout struct {
 }
 
 type roleset struct {
-	roles []string
-	keys  map[string]bool // key -> owner-only (true only if every granting role grants it owner-only)
+	roles    []string
+	keys     map[string]bool // key -> owner-only (true only if every granting role grants it owner-only)
+	editUser bool            // a custom role of the set grants Edit User unrestricted (the assign table's edit_user path)
 }
 
 // plan computes the layout of a model.
@@ -49,6 +51,7 @@ func plan(m *model.Model) *layout {
 		wsRoles:      map[string]map[string]int{},
 		orgAdmins:    map[string]int{},
 		teamAdmins:   map[string]map[string]bool{},
+		roleTeams:    map[string]map[string][]string{},
 		wsAdmins:     map[string]map[string]bool{},
 		providers:    map[string]bool{},
 		profileAdmin: map[string]bool{},
@@ -93,6 +96,10 @@ func plan(m *model.Model) *layout {
 			if a.Role == sys[model.RoleTeamAdmin] {
 				addSet(l.teamAdmins, a.Org, a.User)
 			}
+			if l.roleTeams[a.Org] == nil {
+				l.roleTeams[a.Org] = map[string][]string{}
+			}
+			l.roleTeams[a.Org][a.User] = append(l.roleTeams[a.Org][a.User], a.Team)
 		case model.ScopeWorkspace:
 			list = append(list, held{'w', a.Workspace, a.User, a.Role})
 			if a.Role == sys[model.RoleWorkspaceAdmin] {
@@ -177,6 +184,12 @@ func plan(m *model.Model) *layout {
 			setIn(l.wsRoles, g.place, g.user, n)
 		}
 	}
+	for _, users := range l.roleTeams {
+		for u, teams := range users {
+			slices.Sort(teams)
+			users[u] = slices.Compact(teams)
+		}
+	}
 	for _, u := range m.Users {
 		if u.Plan == model.PlanFree {
 			l.free[u.ID] = ""
@@ -234,7 +247,13 @@ func rolesetIDs(sets []roleset) []string {
 
 func (l *layout) newRoleset(roles []string) roleset {
 	rs := roleset{roles: roles, keys: map[string]bool{}}
+	editUser := l.m.KeyNames[model.KeyEditUser]
 	for _, r := range roles {
+		if role, _ := l.m.Role(r); l.m.SystemRoles[role.Name] != r {
+			if ownerOnly, ok := l.roleKeys[r][editUser]; ok && !ownerOnly && editUser != "" {
+				rs.editUser = true
+			}
+		}
 		for k, ownerOnly := range l.roleKeys[r] {
 			if prev, ok := rs.keys[k]; ok {
 				rs.keys[k] = prev && ownerOnly
@@ -342,6 +361,13 @@ func (l *layout) write(w *jsonWriter) {
 		w.rolesetMap(l.orgMembers[o.ID], l.rolesetName)
 		w.field("name", o.Name)
 		w.field("owner", o.Owner)
+		w.key("role_teams")
+		w.open()
+		for _, u := range slices.Sorted(maps.Keys(l.roleTeams[o.ID])) {
+			w.key(u)
+			w.list(l.roleTeams[o.ID][u])
+		}
+		w.close()
 		w.key("team_admins")
 		w.set(slices.Sorted(maps.Keys(l.teamAdmins[o.ID])))
 		w.key("workspace_admins")
@@ -418,6 +444,9 @@ func (l *layout) write(w *jsonWriter) {
 		rs := l.rolesets[i]
 		w.key(n)
 		w.open()
+		l.writeDeny(w, rs, live)
+		w.key("edit_user")
+		w.raw(strconv.FormatBool(rs.editUser))
 		l.writeFast(w, rs, live)
 		w.key("grants")
 		w.open()
@@ -444,6 +473,12 @@ func (l *layout) write(w *jsonWriter) {
 
 	w.key("routes")
 	l.writeRoutes(w)
+
+	w.key("settings")
+	w.open()
+	w.key("assign_key_subset")
+	w.raw(strconv.FormatBool(m.Settings.AssignKeySubset))
+	w.close()
 
 	w.key("system_roles")
 	w.open()
@@ -507,14 +542,14 @@ func (l *layout) write(w *jsonWriter) {
 	w.close()
 }
 
-// writeFast writes the two name-keyed maps the policies' fast paths read of a role set (docs/data-layout.md),
-// both empty for a twin (live is false): "deny", every name, alias and id of a key a live member holding only
-// this set is refused without a resource, with the decision's key id and reasons (owner_only: the set grants
-// it owner-only; owner_required: Delete Organization, the policy checks the user is not the org's owner;
-// no_grant: the set does not grant it; Create Organization depends on the user's plan and is never listed);
-// and "fast", every name, alias and id of a key the set grants unrestricted (fastKey) -> the key's id.
-// writeOpenGrants writes the grant paths of the "fast" keys.
-func (l *layout) writeFast(w *jsonWriter, rs roleset, live bool) {
+// writeDeny and writeFast write the two name-keyed maps the policies' fast paths read of a role set
+// (docs/data-layout.md), both empty for a twin (live is false): "deny", every name, alias and id of a key a live
+// member holding only this set is refused without a resource, with the decision's key id and reasons
+// (owner_only: the set grants it owner-only; owner_required: Delete Organization, the policy checks the user is
+// not the org's owner; no_grant: the set does not grant it; Create Organization depends on the user's plan and
+// is never listed); and "fast", every name, alias and id of a key the set grants unrestricted (fastKey) -> the
+// key's id. writeOpenGrants writes the grant paths of the "fast" keys.
+func (l *layout) writeDeny(w *jsonWriter, rs roleset, live bool) {
 	m := l.m
 	w.key("deny")
 	w.open()
@@ -538,6 +573,10 @@ func (l *layout) writeFast(w *jsonWriter, rs roleset, live bool) {
 		w.close()
 	}
 	w.close()
+}
+
+func (l *layout) writeFast(w *jsonWriter, rs roleset, live bool) {
+	m := l.m
 	w.key("fast")
 	w.open()
 	for _, name := range slices.Sorted(maps.Keys(m.KeyNames)) {

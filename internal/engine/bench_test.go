@@ -46,7 +46,7 @@ type scale struct {
 	load   time.Duration
 }
 
-var scales sync.Map // users -> *scale
+var scales sync.Map // "[name/]users" -> *scale
 
 func heapInUse() uint64 {
 	runtime.GC()
@@ -57,10 +57,18 @@ func heapInUse() uint64 {
 }
 
 func getScale(b *testing.B, users int) *scale {
-	if s, ok := scales.Load(users); ok {
+	if s, ok := scales.Load(fmt.Sprint(users)); ok {
 		return s.(*scale)
 	}
-	snap := synth.Generate(synth.Config{Users: users})
+	return loadScale(b, "", synth.Generate(synth.Config{Users: users}))
+}
+
+// loadScale builds and loads snap once per (name, number of users).
+func loadScale(b *testing.B, name string, snap model.Snapshot) *scale {
+	id := strings.TrimPrefix(name+"/"+fmt.Sprint(len(snap.Users)), "/")
+	if s, ok := scales.Load(id); ok {
+		return s.(*scale)
+	}
 	m, err := catalog.Resolve(snap)
 	if err != nil {
 		b.Fatal(err)
@@ -85,7 +93,7 @@ func getScale(b *testing.B, users int) *scale {
 	s.load = time.Since(start)
 	s.eng = eng
 	s.heap = heapInUse() - before
-	scales.Store(users, s)
+	scales.Store(id, s)
 	return s
 }
 

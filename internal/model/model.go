@@ -67,9 +67,17 @@ type Snapshot struct {
 	Assignments   []Assignment   `json:"assignments,omitempty"`
 	Tokens        []Token        `json:"tokens,omitempty"`
 	Routes        []Route        `json:"routes,omitempty"`
+	Settings      Settings       `json:"settings,omitzero"`
 	// Position is the source's commit position the snapshot was read at (store.Snapshot); 0 when the source has
 	// none (a seed file). Not part of a seed file.
 	Position uint64 `json:"-" yaml:"-"`
+}
+
+// Settings are deployment-wide choices the policies read (data.keygate.db.settings, docs/decisions.md).
+type Settings struct {
+	// AssignKeySubset adds a key-subset check to the assignment table's Edit User path: a custom role is
+	// handed out through Edit User only if the actor holds every key of it (else "escalation"). Off by default.
+	AssignKeySubset bool `json:"assign_key_subset,omitempty"`
 }
 
 // Key is one permission.
@@ -192,5 +200,6 @@ func Merge(base, add Snapshot) Snapshot {
 		Assignments:   append(append([]Assignment(nil), base.Assignments...), add.Assignments...),
 		Tokens:        append(append([]Token(nil), base.Tokens...), add.Tokens...),
 		Routes:        append(append([]Route(nil), base.Routes...), add.Routes...),
+		Settings:      Settings{AssignKeySubset: base.Settings.AssignKeySubset || add.Settings.AssignKeySubset},
 	}
 }

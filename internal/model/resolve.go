@@ -51,6 +51,7 @@ type Model struct {
 	Assignments   []Assignment
 	Tokens        []Token
 	Routes        []Route
+	Settings      Settings
 
 	// KeyNames maps every key name, alias and id to the key's id.
 	KeyNames map[string]string
@@ -168,6 +169,7 @@ func Resolve(builtin, data Snapshot) (*Model, error) {
 	r.assignments(data.Assignments)
 	r.tokens(data.Tokens)
 	r.routes(append(append([]Route(nil), builtin.Routes...), data.Routes...), len(builtin.Routes))
+	r.m.Settings = data.Settings
 	if len(r.problems) > 0 {
 		return nil, &ValidationError{Problems: r.problems}
 	}

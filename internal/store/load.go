@@ -3,6 +3,7 @@ package store
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -32,6 +33,10 @@ var dataTables = []string{
 // The change feed records a Load as one change, Op OpReload, at the Load's position: a reader must read a
 // Snapshot then (see ReadChanges).
 func Load(ctx context.Context, pool *pgxpool.Pool, builtin, data model.Snapshot) error {
+	if data.Settings != (model.Settings{}) {
+		// Refused rather than dropped: a bundle built from the database would silently lose the setting.
+		return errors.New("loading snapshot: settings (assign_key_subset) are not kept in PostgreSQL: build from the seed file to use them")
+	}
 	base, err := model.Resolve(builtin, model.Snapshot{})
 	if err != nil {
 		return fmt.Errorf("resolving the built-in catalogue: %w", err)

@@ -363,3 +363,12 @@ func TestSnapshotDuringLoads(t *testing.T) {
 		}
 	}
 }
+
+// A seed's settings cannot be stored: Load refuses them before touching the database (nil pool).
+func TestLoadRefusesSettings(t *testing.T) {
+	t.Parallel()
+	err := Load(context.Background(), nil, model.Snapshot{}, model.Snapshot{Settings: model.Settings{AssignKeySubset: true}})
+	if err == nil || !strings.Contains(err.Error(), "assign_key_subset") {
+		t.Fatalf("Load = %v, want an error naming assign_key_subset", err)
+	}
+}

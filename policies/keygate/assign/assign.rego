@@ -2,9 +2,9 @@
 # title: keygate role assignment
 # description: |
 #   May an actor assign (or unassign) a role to a user in an org (and team or workspace)?
-#   One rule set serves decision (one role, from input.role) and assignable (every role):
-#   _reasons(role, action) and _path(role, via) take the role as an argument.
-#   Semantics: docs/decisions.md; data: docs/data-layout.md.
+#   Every rule below is about the one role of input.role; assignable asks decision once per role.
+#   Each rule reads leaves of the data (an org's, a team's member maps may be huge), never whole objects.
+#   Semantics, in the order of the rules below: docs/decisions.md; data: docs/data-layout.md.
 package keygate.assign
 
 import data.keygate.db
@@ -12,14 +12,19 @@ import data.keygate.reason
 
 # METADATA
 # title: Assignment decision
-# description: allow, reasons, via (the rule that allowed it, "" when denied) and assigned (does the target hold the role there).
+# description: |
+#   allow, reasons, via (the rule that allowed it, "" when denied), team (the team that rule went through,
+#   "" when none) and assigned (does the target hold the role there).
 # entrypoint: true
-decision := {
-	"allow": count(_decision_reasons) == 0,
-	"reasons": reason.ordered(_decision_reasons),
-	"via": _via_out,
-	"assigned": _assigned_out,
-}
+decision := _denied(reason.ordered(_errors)) if {
+	count(_errors) > 0
+} else := {"allow": true, "reasons": [], "via": _via, "team": _via_team, "assigned": _assigned} if {
+	_via
+} else := _denied(["escalation"]) if {
+	_escalation
+} else := _denied(["not_permitted"])
+
+_denied(reasons) := {"allow": false, "reasons": reasons, "via": "", "team": "", "assigned": _assigned}
 
 # METADATA
 # title: Assignable roles
@@ -28,303 +33,297 @@ decision := {
 assignable := sort([role |
 	some role, r in db.roles
 	r.org in {"", _org_id}
-	count(_reasons(role, "assign")) == 0
+	decision.allow with input.role as role with input.action as "assign"
 ])
 
 # ---------------------------------------------------------------------------
 # Inputs.
 
-_actor_id := input.actor if _non_empty(input.actor)
+# input as an object ({} for anything else), for object.get.
+_input := input if is_object(input)
 
-_user_id := input.user if _non_empty(input.user)
+else := {}
 
-_org_id := input.org if _non_empty(input.org)
+_org_id := input.org if {
+	is_string(input.org)
+	input.org != ""
+}
 
-_team_id := input.team if _non_empty(input.team)
+_team_id := input.team if {
+	is_string(input.team)
+	input.team != ""
+}
 
-_ws_id := input.workspace if _non_empty(input.workspace)
+_ws_id := input.workspace if {
+	is_string(input.workspace)
+	input.workspace != ""
+}
 
-# The team / workspace of input, only when it belongs to the org. Like everything here, read
-# through leaf references: an org, team or workspace object holds member maps that may be huge.
+# The org, team and workspace of input, only when known (and, for team and workspace, of the org).
+_org := _org_id if db.orgs[_org_id].owner
+
 _team := _team_id if db.teams[_team_id].org == _org_id
 
 _ws := _ws_id if db.workspaces[_ws_id].org == _org_id
 
-_org := _org_id if db.orgs[_org_id].owner
-
 # input.role: a role id (or "<org>/<name>"), then a default role's name, then a custom role of the org.
 _role_id := id if {
 	id := db.role_ids[input.role]
+} else := id if {
+	id := db.system_roles[input.role] # a default role's name, without building "/<name>"
 } else := id if {
 	id := db.role_ids[concat("/", ["", input.role])]
 } else := id if {
 	id := db.role_ids[concat("/", [_org_id, input.role])]
 }
 
-_decision_reasons := _reasons(_role_id, _action)
+_role := db.roles[_role_id]
 
-_decision_reasons := _base_errors(_action) | {"unknown_role"} if not _role_id
+# The name of the role when it is one of the eight default roles; every other role is custom (`not
+# _default_role` below, where the role is known).
+_default_role := _role.name if db.system_roles[_role.name] == _role_id
 
-# A missing action is an invalid one (the decision stays defined: no decision would mean deny, unexplained).
-default _action := ""
-
-_action := input.action
-
-default _via_out := ""
-
-_via_out := _via(_role_id) if count(_decision_reasons) == 0
-
-default _assigned_out := false
-
-_assigned_out if _assigned(_role_id)
+# Is the key-subset check of the edit_user path on? A deployment-wide setting (docs/decisions.md).
+_key_subset if db.settings.assign_key_subset == true
 
 # ---------------------------------------------------------------------------
-# Roles by kind. Only the eight default roles are named; every other role is "custom".
+# decision, above, answers the invariants first (all that fail), then the first rule that permits, then
+# escalation or not_permitted. Does the target hold the role at the place named by input?
+default _assigned := false
 
-# default role id -> its name (eight entries, computed once per query)
-_default_names := {id: name | some name, id in db.system_roles}
-
-_default(role, names) if _default_names[role] in names
-
-_custom(role) if not _default_names[role]
-
-_provider_role(role) if role == db.system_roles["Provider Admin"]
-
-_scope(role) := db.roles[role].scope
-
-# Does the target hold the role at the place named by input?
-_assigned(role) if {
-	_provider_role(role)
+_assigned if {
+	_default_role == "Provider Admin"
 	db.provider_admins[input.user]
 }
 
-_assigned(role) if {
-	_scope(role) == "organization"
-	db.rolesets[db.orgs[_org].members[input.user]].roles[role]
+_assigned if {
+	_role.scope == "organization"
+	db.rolesets[db.orgs[_org].members[input.user]].roles[_role_id]
 }
 
-_assigned(role) if {
-	_scope(role) == "team"
-	db.rolesets[db.teams[_team].roles[input.user]].roles[role]
+_assigned if {
+	_role.scope == "team"
+	db.rolesets[db.teams[_team].roles[input.user]].roles[_role_id]
 }
 
-_assigned(role) if {
-	_scope(role) == "workspace"
-	db.rolesets[db.workspaces[_ws].roles[input.user]].roles[role]
+_assigned if {
+	_role.scope == "workspace"
+	db.rolesets[db.workspaces[_ws].roles[input.user]].roles[_role_id]
 }
 
 # ---------------------------------------------------------------------------
-# Reasons to deny. Invariants first; not_permitted / escalation only when no invariant failed.
+# Invariants and malformed input.
 
-_base_errors(action) := {code |
-	some code in ["missing_subject", "actor_deleted", "target_deleted", "invalid_action"]
-	_base_error(action, code)
+# actor and user: non-empty strings (object.get of _input: a missing field, see invalid_action below).
+_errors contains "missing_subject" if not is_string(object.get(_input, "actor", null))
+
+_errors contains "missing_subject" if input.actor == ""
+
+_errors contains "missing_subject" if not is_string(object.get(_input, "user", null))
+
+_errors contains "missing_subject" if input.user == ""
+
+_errors contains "actor_deleted" if db.deleted[input.actor]
+
+_errors contains "target_deleted" if db.deleted[input.user]
+
+# A missing action is an invalid one. (Through object.get: with OPA 1.22, `not input.action in {...}` is undefined,
+# not true, when input.action is missing; tests "missing action is an invalid action", "input that is not an
+# object is denied, not an error".)
+_errors contains "invalid_action" if not object.get(_input, "action", "") in {"assign", "unassign"}
+
+_errors contains "unknown_role" if not _role_id
+
+_errors contains "role_not_in_org" if {
+	_role.org != ""
+	_role.org != _org_id
 }
 
-_base_error(_, "missing_subject") if not _actor_id
+# The place the role is given at: one error at most for each of the org, the team and the workspace.
+_errors contains _org_error if _default_role != "Provider Admin" # every role but Provider Admin lives in an org
 
-_base_error(_, "missing_subject") if not _user_id
-
-_base_error(_, "actor_deleted") if db.deleted[input.actor]
-
-_base_error(_, "target_deleted") if db.deleted[input.user]
-
-_base_error(action, "invalid_action") if not action in {"assign", "unassign"}
-
-_reasons(role, action) := errs if {
-	errs := _base_errors(action) | {code | some code in _invariant_codes; _invariant(role, action, code)}
-	count(errs) > 0
-} else := set() if _permitted(role)
-
-else := {"escalation"} if _escalation(role)
-
-else := {"not_permitted"}
-
-_invariant_codes := [
-	"role_not_in_org", "missing_org", "unknown_org", "missing_team", "unknown_team", "team_not_in_org",
-	"missing_workspace", "unknown_workspace", "workspace_not_in_org", "last_org_admin",
-	"last_provider_admin", "free_plan_single_org",
-]
-
-_invariant(role, _, "role_not_in_org") if {
-	db.roles[role].org != ""
-	db.roles[role].org != _org_id
+_errors contains _org_error if {
+	_role
+	not _default_role
 }
 
-_invariant(role, _, "missing_org") if {
-	not _provider_role(role)
+_errors contains _team_error if _role.scope == "team"
+
+_errors contains _ws_error if _role.scope == "workspace"
+
+_org_error := "missing_org" if {
 	not _org_id
-}
-
-_invariant(role, _, "unknown_org") if {
-	not _provider_role(role)
-	_org_id
+} else := "unknown_org" if {
 	not _org
 }
 
-_invariant(role, _, "missing_team") if {
-	_scope(role) == "team"
+_team_error := "missing_team" if {
 	not _team_id
-}
-
-_invariant(role, _, "unknown_team") if {
-	_scope(role) == "team"
-	_team_id
-	not db.teams[_team_id]
-}
-
-_invariant(role, _, "team_not_in_org") if {
-	_scope(role) == "team"
+} else := "unknown_team" if {
+	not db.teams[_team_id].org
+} else := "team_not_in_org" if {
 	db.teams[_team_id].org != _org_id
 }
 
-_invariant(role, _, "missing_workspace") if {
-	_scope(role) == "workspace"
+_ws_error := "missing_workspace" if {
 	not _ws_id
-}
-
-_invariant(role, _, "unknown_workspace") if {
-	_scope(role) == "workspace"
-	_ws_id
-	not db.workspaces[_ws_id]
-}
-
-_invariant(role, _, "workspace_not_in_org") if {
-	_scope(role) == "workspace"
+} else := "unknown_workspace" if {
+	not db.workspaces[_ws_id].org
+} else := "workspace_not_in_org" if {
 	db.workspaces[_ws_id].org != _org_id
 }
 
-_invariant(role, "unassign", "last_org_admin") if {
-	_default(role, {"Organization Admin"})
-	_assigned(role)
+# (input.action == ..., first: the rule index skips these bodies for the other action.)
+_errors contains "last_org_admin" if {
+	input.action == "unassign"
+	_default_role == "Organization Admin"
+	_assigned
 	db.orgs[_org].admins <= 1
 }
 
-_invariant(role, "unassign", "last_provider_admin") if {
-	_provider_role(role)
-	_assigned(role)
+_errors contains "last_provider_admin" if {
+	input.action == "unassign"
+	_default_role == "Provider Admin"
+	_assigned
 	count({u | some u, _ in db.provider_admins; not db.deleted[u]}) <= 1 # a deleted one administers nothing
 }
 
-_invariant(role, "assign", "free_plan_single_org") if {
-	not _provider_role(role)
+_errors contains "free_plan_single_org" if {
+	input.action == "assign"
+	not _default_role == "Provider Admin"
+	_role
 	home := db.free[input.user]
 	home != ""
 	home != _org_id
 }
 
 # ---------------------------------------------------------------------------
-# Who may assign: one _path per row of the table in docs/decisions.md, named by its via.
+# Who may assign: one rule per row of the table in docs/decisions.md, tried in this order; via names the first
+# that permits.
 
-_vias := [
-	"provider_admin", "org_owner", "org_admin", "team_owner", "workspace_owner",
-	"team_admin", "workspace_admin", "edit_user", "update_profile",
-]
-
-_permitted(role) if {
-	some via in _vias
-	_path(role, via)
-}
-
-_via(role) := [via | some via in _vias; _path(role, via)][0]
-
-_path(_, "provider_admin") if db.provider_admins[input.actor]
-
-_path(role, "org_owner") if {
-	_default(role, {"Organization Admin", "Organization Billing Manager"})
+_via := "provider_admin" if {
+	db.provider_admins[input.actor]
+} else := "org_owner" if {
+	_default_role in {"Organization Admin", "Organization Billing Manager"}
 	input.actor == db.orgs[_org].owner
-}
-
-_path(role, "org_admin") if {
-	_default(role, {"Workspace Admin", "Workspace Manager", "Team Admin", "Team Manager", "User"})
-	_org_admin
-}
-
-_path(role, "org_admin") if {
-	_custom(role)
-	_org_admin
+} else := "org_admin" if {
+	_default_role in {"Workspace Admin", "Workspace Manager", "Team Admin", "Team Manager", "User"}
+	_actor_org_admin
+} else := "org_admin" if {
+	not _default_role
+	_actor_org_admin
 	_target_in_org
-}
-
-_path(role, "team_owner") if {
-	_default(role, {"Team Admin", "Team Manager"})
+} else := "team_owner" if {
+	_default_role in {"Team Admin", "Team Manager"}
 	input.actor == db.teams[_team].owner
-}
-
-_path(role, "workspace_owner") if {
-	_default(role, {"Workspace Admin", "Workspace Manager"})
+} else := "workspace_owner" if {
+	_default_role in {"Workspace Admin", "Workspace Manager"}
 	input.actor == db.workspaces[_ws].owner
-}
-
-_path(role, "team_admin") if {
-	_default(role, {"User"})
-	db.orgs[_org].team_admins[input.actor]
-}
-
-_path(role, "team_admin") if {
-	_custom(role)
-	db.rolesets[db.teams[_team].roles[input.actor]].roles[db.system_roles["Team Admin"]]
-	db.teams[_team].members[input.user]
-}
-
-_path(role, "workspace_admin") if {
-	_default(role, {"User"})
+} else := "team_admin" if {
+	_team_admin_team
+} else := "workspace_admin" if {
+	_default_role == "User"
 	db.orgs[_org].workspace_admins[input.actor]
-}
-
-_path(role, "edit_user") if {
-	_custom(role)
-	some held in _edit_user_scopes
-	_within(role, held)
-}
-
-_path(role, "update_profile") if {
-	_custom(role)
+} else := "edit_user" if {
+	_edit_user_org
+} else := "edit_user" if {
+	_edit_user_team
+} else := "update_profile" if {
+	not _default_role
 	db.profile_admins[input.actor]
 }
 
-_escalation(role) if {
-	_custom(role)
-	count(_edit_user_scopes) > 0
+# The team via went through ("" for none).
+default _via_team := ""
+
+_via_team := _team if {
+	_via == "team_owner"
+} else := _team_admin_team if {
+	_via == "team_admin"
+} else := _edit_user_team if {
+	_via == "edit_user"
+	not _edit_user_org
 }
 
-_actor_org_rs := db.orgs[_org].members[input.actor]
+# The team through which the actor, a Team Admin there, may give the role: for User, the first (by id) team of
+# the org where the actor is Team Admin; for a custom role, input.team when given, else the first team of the
+# org where the actor is Team Admin and the target a member.
+_team_admin_team := min({t | some t in _actor_teams; _team_admin_on(t)}) if _default_role == "User"
 
-_org_admin if db.rolesets[_actor_org_rs].roles[db.system_roles["Organization Admin"]]
+_team_admin_team := min({t | some t in _teams_to_search; _team_admin_on(t); db.teams[t].members[input.user]}) if not _default_role
 
-_target_in_org if db.orgs[_org].members[input.user]
+# Edit User through a custom org role: custom roles for members of the org.
+_edit_user_org if {
+	not _default_role
+	db.rolesets[_actor_org_rs].edit_user
+	_target_in_org
+	_within_held_keys({})
+}
 
-# The keys the actor may hand out through Edit User, one set per place where a custom role gives it
-# Edit User (unrestricted): the org (target a member of the org), the input team (target a team member).
-_edit_user_scopes contains _actor_org_keys if {
-	_edit_user_in(_actor_org_rs)
+# Edit User through a custom team role: custom roles for members of that team (input.team when given, else the
+# first by id); the actor's keys there are its org keys and its keys on the team.
+_edit_user_team := min({t |
+	some t in _teams_to_search
+	_edit_user_on(t)
+	_within_held_keys(db.rolesets[db.teams[t].roles[input.actor]].keys)
+}) if not _default_role
+
+# With the key-subset setting, an Edit User path that hands out a key the actor does not hold is an escalation.
+_escalation if {
+	not _default_role
+	_key_subset
+	_edit_user_applies
+}
+
+_edit_user_applies if {
+	db.rolesets[_actor_org_rs].edit_user
 	_target_in_org
 }
 
-_edit_user_scopes contains object.union(_actor_org_keys, db.rolesets[rs].keys) if {
-	rs := db.teams[_team].roles[input.actor]
-	_edit_user_in(rs)
-	db.teams[_team].members[input.user]
+_edit_user_applies if {
+	some t in _teams_to_search
+	_edit_user_on(t)
 }
 
-_edit_user_in(rs) if {
-	some role, _ in db.rolesets[rs].roles
-	_custom(role)
-	db.roles[role].keys[db.key_ids["Edit User"]] == 0
+# ---------------------------------------------------------------------------
+# Helpers.
+
+_actor_org_rs := db.orgs[_org].members[input.actor]
+
+_actor_org_admin if db.rolesets[_actor_org_rs].roles[db.system_roles["Organization Admin"]]
+
+_target_in_org if db.orgs[_org].members[input.user]
+
+# The teams of the org where the actor holds a team role (sorted ids).
+_actor_teams := db.orgs[_org].role_teams[input.actor]
+
+# The teams a custom role may be given through: input.team when given (and of the org), else the actor's teams.
+_teams_to_search := {t | t := _team} if _team_id
+
+else := {t | some t in _actor_teams}
+
+_team_admin_on(t) if db.rolesets[db.teams[t].roles[input.actor]].roles[db.system_roles["Team Admin"]]
+
+_edit_user_on(t) if {
+	db.rolesets[db.teams[t].roles[input.actor]].edit_user
+	db.teams[t].members[input.user]
 }
 
-_actor_org_keys := db.rolesets[_actor_org_rs].keys
+# Without the key-subset setting every custom role may be handed out; with it, only one whose every key the
+# actor holds (at any level) in the org or in extra.
+_within_held_keys(_) if not _key_subset
 
-_actor_org_keys := {} if not _actor_org_rs
-
-# Every key of the role is held by the actor: no escalation.
-_within(role, held) if {
-	every key, _ in db.roles[role].keys {
-		key in object.keys(held)
+_within_held_keys(extra) if {
+	_key_subset
+	every key, _ in _role.keys {
+		_holds(key, extra)
 	}
 }
 
-_non_empty(x) if {
-	is_string(x)
-	x != ""
-}
+_holds(key, _) if _actor_org_keys[key] # values are 0 or 1: defined means held
+
+_holds(key, extra) if extra[key]
+
+default _actor_org_keys := {}
+
+_actor_org_keys := db.rolesets[_actor_org_rs].keys

@@ -149,7 +149,7 @@ cases := [
 	{
 		"note": "team owner may assign Team Admin",
 		"input": object.union(req("tom", "Team Admin", "ursula", "org-a"), {"team": "t-a2"}),
-		"allow": true, "reasons": [], "via": "team_owner",
+		"allow": true, "reasons": [], "via": "team_owner", "team": "t-a2",
 	},
 	{
 		"note": "org admin may assign Team Manager",
@@ -200,7 +200,7 @@ cases := [
 	{
 		"note": "team admin may assign User",
 		"input": req("tina", "User", "newbie", "org-a"),
-		"allow": true, "reasons": [], "via": "team_admin",
+		"allow": true, "reasons": [], "via": "team_admin", "team": "t-a1",
 	},
 	{
 		"note": "team admin may unassign User",
@@ -226,7 +226,7 @@ cases := [
 	{
 		"note": "team admin may assign a custom role to a member of their team",
 		"input": object.union(req("tina", "Auditor", "ursula", "org-a"), {"team": "t-a1"}),
-		"allow": true, "reasons": [], "via": "team_admin",
+		"allow": true, "reasons": [], "via": "team_admin", "team": "t-a1",
 	},
 	{
 		"note": "team admin may not assign a custom role to a non-member of their team",
@@ -234,14 +234,9 @@ cases := [
 		"allow": false, "reasons": ["not_permitted"],
 	},
 	{
-		"note": "team admin may not assign a custom role without naming their team",
-		"input": req("tina", "Auditor", "ursula", "org-a"),
-		"allow": false, "reasons": ["not_permitted"],
-	},
-	{
 		"note": "org admin may assign a custom role to an org member",
 		"input": req("bob", "Auditor", "ursula", "org-a"),
-		"allow": true, "reasons": [], "via": "org_admin",
+		"allow": true, "reasons": [], "via": "org_admin", "team": "",
 	},
 	{
 		"note": "org admin may not assign a custom role to a non-member",
@@ -259,13 +254,18 @@ cases := [
 		"allow": false, "reasons": ["not_permitted"],
 	},
 	{
-		"note": "Edit User holder may not hand out keys they do not hold",
-		"input": req("hank", "Operations", "ursula", "org-a"),
-		"allow": false, "reasons": ["escalation"],
-	},
-	{
 		"note": "Edit User holder may not assign Organization Admin",
 		"input": req("hank", "Organization Admin", "ursula", "org-a"),
+		"allow": false, "reasons": ["not_permitted"],
+	},
+	{
+		"note": "Edit User holder may not assign Organization Billing Manager",
+		"input": req("hank", "Organization Billing Manager", "ursula", "org-a"),
+		"allow": false, "reasons": ["not_permitted"],
+	},
+	{
+		"note": "Edit User holder may not assign Provider Admin",
+		"input": {"actor": "hank", "action": "assign", "role": "Provider Admin", "user": "ursula"},
 		"allow": false, "reasons": ["not_permitted"],
 	},
 	{
@@ -276,7 +276,7 @@ cases := [
 	{
 		"note": "Edit User through a custom team role may assign to members of that team",
 		"input": object.union(req("lee", "HR", "ursula", "org-a"), {"team": "t-a1"}),
-		"allow": true, "reasons": [], "via": "edit_user",
+		"allow": true, "reasons": [], "via": "edit_user", "team": "t-a1",
 	},
 	{
 		"note": "Edit User through a custom team role covers only members of that team",
@@ -293,11 +293,6 @@ cases := [
 		"input": object.union(req("nora", "HR", "ursula", "org-a"), {"team": "t-a1"}),
 		"patch": {"teams": {"t-a1": {"members": {"nora": true}, "roles": {"nora": "7"}}}},
 		"allow": true, "reasons": [], "via": "edit_user",
-	},
-	{
-		"note": "Edit User through a custom team role does not escalate",
-		"input": object.union(req("lee", "Auditor", "ursula", "org-a"), {"team": "t-a1"}),
-		"allow": false, "reasons": ["escalation"],
 	},
 	{
 		"note": "Update Profile holder may assign custom roles in any org",
@@ -351,6 +346,18 @@ cases := [
 		"allow": true, "reasons": [], "via": "org_admin",
 	},
 	{
+		"note": "a role of no org that is not a default role resolves by its name and is custom",
+		"input": req("bob", "Global Auditor", "ursula", "org-a"),
+		"patch": {
+			"roles": {"r-global": {
+				"name": "Global Auditor", "scope": "organization", "org": "", "system": false,
+				"keychains": ["kc-a-audit"], "keys": {"k-view-teams": 0},
+			}},
+			"role_ids": {"r-global": "r-global", "/Global Auditor": "r-global"},
+		},
+		"allow": true, "reasons": [], "via": "org_admin",
+	},
+	{
 		"note": "unknown role",
 		"input": req("bob", "Janitor", "ursula", "org-a"),
 		"allow": false, "reasons": ["unknown_role"], "via": "", "assigned": false,
@@ -375,6 +382,31 @@ cases := [
 	{
 		"note": "missing actor denied",
 		"input": {"action": "assign", "role": "User", "user": "newbie", "org": "org-a"},
+		"allow": false, "reasons": ["missing_subject"],
+	},
+	{
+		"note": "input that is not an object is denied, not an error",
+		"input": "alice",
+		"allow": false, "reasons": ["missing_subject", "invalid_action", "unknown_role"],
+	},
+	{
+		"note": "empty actor denied",
+		"input": {"actor": "", "action": "assign", "role": "User", "user": "newbie", "org": "org-a"},
+		"allow": false, "reasons": ["missing_subject"],
+	},
+	{
+		"note": "empty target denied",
+		"input": {"actor": "alice", "action": "assign", "role": "User", "user": "", "org": "org-a"},
+		"allow": false, "reasons": ["missing_subject"],
+	},
+	{
+		"note": "custom role without an org denied",
+		"input": {"actor": "bob", "action": "assign", "role": "r-a-auditor", "user": "ursula"},
+		"allow": false, "reasons": ["missing_org"],
+	},
+	{
+		"note": "non-string target denied",
+		"input": {"actor": "alice", "action": "assign", "role": "User", "user": 7, "org": "org-a"},
 		"allow": false, "reasons": ["missing_subject"],
 	},
 	{
@@ -429,25 +461,175 @@ cases := [
 	},
 ]
 
+# The contract's Edit User row (docs/decisions.md): custom roles for the org's members, or a team's members
+# through a custom team role; the only non-escalation rule is that the path covers custom roles only. The
+# key-subset check is the deployment-wide setting assign_key_subset, off by default.
+key_subset_on := {"settings": {"assign_key_subset": true}}
+
+key_subset_cases := [
+	{
+		"note": "off: Edit User holder may hand out keys they do not hold",
+		"input": req("hank", "Operations", "ursula", "org-a"),
+		"allow": true, "reasons": [], "via": "edit_user", "team": "",
+	},
+	{
+		"note": "off: Edit User through a custom team role may hand out keys they do not hold",
+		"input": object.union(req("lee", "Auditor", "ursula", "org-a"), {"team": "t-a1"}),
+		"allow": true, "reasons": [], "via": "edit_user", "team": "t-a1",
+	},
+	{
+		"note": "off: Edit User holder still assigns only to members of the org",
+		"input": req("hank", "Operations", "mallory", "org-a"),
+		"allow": false, "reasons": ["not_permitted"],
+	},
+	{
+		"note": "on: Edit User holder may not hand out keys they do not hold",
+		"input": req("hank", "Operations", "ursula", "org-a"),
+		"patch": key_subset_on,
+		"allow": false, "reasons": ["escalation"], "via": "", "team": "",
+	},
+	{
+		"note": "on: Edit User holder may hand out a role within their keys",
+		"input": req("hank", "HR", "ursula", "org-a"),
+		"patch": key_subset_on,
+		"allow": true, "reasons": [], "via": "edit_user",
+	},
+	{
+		"note": "on: Edit User through a custom team role does not escalate",
+		"input": object.union(req("lee", "Auditor", "ursula", "org-a"), {"team": "t-a1"}),
+		"patch": key_subset_on,
+		"allow": false, "reasons": ["escalation"],
+	},
+	{
+		"note": "on: the team path counts the actor's org keys and team keys",
+		"input": object.union(req("lee", "Team Lead", "ursula", "org-a"), {"team": "t-a1"}),
+		"patch": key_subset_on,
+		"allow": true, "reasons": [], "via": "edit_user", "team": "t-a1",
+	},
+	{
+		"note": "on: no escalation without an Edit User path (not a member)",
+		"input": req("hank", "Operations", "mallory", "org-a"),
+		"patch": key_subset_on,
+		"allow": false, "reasons": ["not_permitted"],
+	},
+	{
+		"note": "on: Edit User through a custom team role with no org role counts the team keys",
+		"input": object.union(req("nora", "HR", "ursula", "org-a"), {"team": "t-a1"}),
+		"patch": object.union(key_subset_on, {"teams": {"t-a1": {"members": {"nora": true}, "roles": {"nora": "7"}}}}),
+		"allow": true, "reasons": [], "via": "edit_user", "team": "t-a1",
+	},
+	{
+		"note": "on: the org admin path has no key check",
+		"input": req("bob", "Operations", "ursula", "org-a"),
+		"patch": key_subset_on,
+		"allow": true, "reasons": [], "via": "org_admin",
+	},
+	{
+		"note": "on: an invariant is reported, not escalation",
+		"input": req("hank", "Operations", "dan", "org-a"),
+		"patch": key_subset_on,
+		"allow": false, "reasons": ["target_deleted"],
+	},
+]
+
+test_key_subset_setting[tc.note] if {
+	some tc in key_subset_cases
+	check(tc)
+}
+
+# A Team Admin giving a custom role without naming a team: any team of the org where the actor is Team Admin
+# and the target a member will do; decision.team names it (the first by id).
+team_a0 := {
+	"teams": {"t-a0": {
+		"org": "org-a", "name": "Alpha", "owner": "alice",
+		"members": {"ursula": true}, "roles": {"tina": "6"},
+	}},
+	"orgs": {"org-a": {"role_teams": {"tina": ["t-a0", "t-a1"]}}},
+}
+
+any_team_cases := [
+	{
+		"note": "team admin may assign a custom role without naming their team",
+		"input": req("tina", "Auditor", "ursula", "org-a"),
+		"allow": true, "reasons": [], "via": "team_admin", "team": "t-a1",
+	},
+	{
+		"note": "without a team, the first qualifying team by id is named",
+		"input": req("tina", "Auditor", "ursula", "org-a"),
+		"patch": team_a0,
+		"allow": true, "reasons": [], "via": "team_admin", "team": "t-a0",
+	},
+	{
+		"note": "without a team, a team the target is not a member of does not count",
+		"input": req("tina", "Auditor", "lee", "org-a"),
+		"patch": team_a0,
+		"allow": true, "reasons": [], "via": "team_admin", "team": "t-a1",
+	},
+	{
+		"note": "without a team, a target in none of the actor's teams is refused",
+		"input": req("tina", "Auditor", "will", "org-a"),
+		"allow": false, "reasons": ["not_permitted"], "via": "", "team": "",
+	},
+	{
+		"note": "a named team is the only team tried",
+		"input": object.union(req("tina", "Auditor", "ursula", "org-a"), {"team": "t-a2"}),
+		"allow": false, "reasons": ["not_permitted"],
+	},
+	{
+		"note": "a named team of another org is not tried",
+		"input": object.union(req("tina", "Auditor", "ursula", "org-a"), {"team": "t-b1"}),
+		"allow": false, "reasons": ["not_permitted"],
+	},
+	{
+		"note": "a team role still needs its team",
+		"input": req("tina", "Team Lead", "ursula", "org-a"),
+		"allow": false, "reasons": ["missing_team"],
+	},
+	{
+		"note": "without a team, Edit User through a custom team role uses the team the target is a member of",
+		"input": req("lee", "HR", "ursula", "org-a"),
+		"allow": true, "reasons": [], "via": "edit_user", "team": "t-a1",
+	},
+	{
+		"note": "Edit User through a custom org role names no team",
+		"input": req("hank", "HR", "ursula", "org-a"),
+		"allow": true, "reasons": [], "via": "edit_user", "team": "",
+	},
+]
+
+test_team_admin_without_team[tc.note] if {
+	some tc in any_team_cases
+	check(tc)
+}
+
 test_decision[tc.note] if {
 	some tc in cases
+	check(tc)
+}
+
+check(tc) if {
 	d := policy.decision with input as tc.input with data.keygate.db as db(tc)
 	d.allow == tc.allow
 	d.reasons == tc.reasons
 	expect(tc, "via", d.via)
+	expect(tc, "team", d.team)
 	expect(tc, "assigned", d.assigned)
 }
 
-test_denied_has_no_via[tc.note] if {
-	some tc in cases
+all_cases := array.concat(array.concat(cases, key_subset_cases), any_team_cases)
+
+test_denied_has_no_via_or_team[tc.note] if {
+	some tc in all_cases
 	d := policy.decision with input as tc.input with data.keygate.db as db(tc)
-	no_via := d.via == ""
 	denied := d.allow == false
+	no_via := d.via == ""
 	no_via == denied
+	denied_team := {true: {""}, false: {d.team}}
+	d.team in denied_team[denied]
 }
 
 test_reasons_are_known_codes if {
-	every tc in cases {
+	every tc in all_cases {
 		every code in tc.reasons {
 			code in reason.codes
 		}
@@ -476,9 +658,20 @@ assignable_cases := [
 		"roles": ["r-ws-admin", "r-ws-manager"],
 	},
 	{
-		"note": "Edit User holder may assign only custom roles within their keys",
+		"note": "Edit User holder may assign the org's custom roles",
 		"input": {"actor": "hank", "user": "ursula", "org": "org-a"},
+		"roles": ["r-a-auditor", "r-a-hr", "r-a-ops", "r-a-profiles"],
+	},
+	{
+		"note": "with assign_key_subset, Edit User holder may assign only custom roles within their keys",
+		"input": {"actor": "hank", "user": "ursula", "org": "org-a"},
+		"patch": key_subset_on,
 		"roles": ["r-a-hr"],
+	},
+	{
+		"note": "team admin may assign custom roles to a member of their team without naming it",
+		"input": {"actor": "tina", "user": "ursula", "org": "org-a"},
+		"roles": ["r-a-auditor", "r-a-hr", "r-a-ops", "r-a-profiles", "r-user"],
 	},
 	{
 		"note": "provider admin may assign every role of the org and Provider Admin",
@@ -499,17 +692,17 @@ assignable_cases := [
 
 test_assignable[tc.note] if {
 	some tc in assignable_cases
-	roles := policy.assignable with input as tc.input with data.keygate.db as fixture.db
+	roles := policy.assignable with input as tc.input with data.keygate.db as db(tc)
 	roles == tc.roles
 }
 
 # assignable and decision answer from the same rules.
 test_assignable_agrees_with_decision[tc.note] if {
 	some tc in assignable_cases
-	roles := policy.assignable with input as tc.input with data.keygate.db as fixture.db
+	roles := policy.assignable with input as tc.input with data.keygate.db as db(tc)
 	every role, _ in fixture.db.roles {
 		d := policy.decision with input as object.union(tc.input, {"action": "assign", "role": role})
-			with data.keygate.db as fixture.db
+			with data.keygate.db as db(tc)
 		listed := role in roles
 		d.allow == listed
 	}
