@@ -16,7 +16,11 @@ import (
 
 	"github.com/keygate/keygate/internal/compiler"
 	"github.com/keygate/keygate/internal/model"
+	"github.com/keygate/keygate/internal/tlsconfig"
 )
+
+// MinTokenLength is the shortest bearer token the server accepts in its configuration.
+const MinTokenLength = 16
 
 // BundlePath is where the bundle is served.
 const BundlePath = "/bundles/keygate.tar.gz"
@@ -38,6 +42,12 @@ const (
 type Config struct {
 	// Addr is the HTTP listener, host:port. Default 127.0.0.1:8282; port 0 picks a free port.
 	Addr string `yaml:"addr"`
+	// TLS serves HTTPS with this certificate. With client_ca_file, a client certificate that CA signs
+	// authenticates a client (an invalid certificate fails the handshake; none at all leaves the bearer
+	// token to authenticate).
+	TLS tlsconfig.Server `yaml:"tls"`
+	// Auth says who may download bundles.
+	Auth AuthConfig `yaml:"auth"`
 	// Build holds the compiler options: the signing key (PEM private key or HMAC secret), algorithm and key
 	// id. Unsigned bundles when Build.SigningKey is empty.
 	Build compiler.Options `yaml:"-"`
@@ -67,6 +77,20 @@ type Config struct {
 	Deltas DeltaConfig `yaml:"deltas"`
 	// Source reads the data snapshot (without the built-in catalogue, which the build adds). Required.
 	Source func(ctx context.Context) (model.Snapshot, error) `yaml:"-"`
+}
+
+// AuthConfig turns client authentication on: when any token or a client CA (TLS.ClientCAFile) is set,
+// every path but /health (and /metrics with PublicMetrics) answers 401 without a valid bearer token or
+// client certificate. Without either, anyone who reaches the server downloads the bundle.
+type AuthConfig struct {
+	// Tokens are accepted bearer tokens ("Authorization: Bearer <token>"); several during a rotation. Not
+	// read from YAML: secrets come from TokenFiles or the environment.
+	Tokens []string `yaml:"-"`
+	// TokenFiles hold accepted tokens, one per line (blank lines and lines starting with # are skipped),
+	// read by New.
+	TokenFiles []string `yaml:"token_files"`
+	// PublicMetrics serves /metrics without authentication (Prometheus without credentials).
+	PublicMetrics bool `yaml:"public_metrics"`
 }
 
 // SetDefaults fills unset fields.
@@ -107,6 +131,14 @@ func (c *Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.Addr); err != nil || strings.HasPrefix(c.Addr, "unix:") {
 		return fmt.Errorf("addr: %q is not host:port", c.Addr)
 	}
+	if err := c.TLS.Validate(); err != nil {
+		return fmt.Errorf("tls.%w", err)
+	}
+	for i, t := range c.Auth.Tokens {
+		if err := validToken(t); err != nil {
+			return fmt.Errorf("auth.tokens[%d]: %w", i, err)
+		}
+	}
 	if err := c.Build.Validate(); err != nil {
 		return fmt.Errorf("build: %w", err)
 	}
@@ -136,6 +168,16 @@ func (c *Config) Validate() error {
 	}
 	if c.Source == nil {
 		return errors.New("source: required")
+	}
+	return nil
+}
+
+func validToken(t string) error {
+	if len(t) < MinTokenLength {
+		return fmt.Errorf("shorter than %d characters", MinTokenLength)
+	}
+	if strings.ContainsAny(t, " \t\r\n") {
+		return errors.New("contains white space")
 	}
 	return nil
 }

@@ -16,7 +16,7 @@ var objectKinds = []string{"keys", "keychains", "roles", "users", "organizations
 
 // requestCodes are the values of keygate_bundle_requests_total's code label. 503 is the answer before the
 // first successful build.
-var requestCodes = []int{200, 304, 404, 500, 503}
+var requestCodes = []int{200, 304, 401, 404, 500, 503}
 
 // metrics are the bundle server's series of docs/metrics.md, on a private registry.
 type metrics struct {

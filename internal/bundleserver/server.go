@@ -2,6 +2,7 @@ package bundleserver
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -37,6 +38,7 @@ type Server struct {
 	lis     net.Listener
 	http    *http.Server
 	history *history // retained revisions for delta bundles; nil when deltas are off
+	auth    *authenticator
 
 	state    atomic.Pointer[state] // the served bundle and the channel closed when it is replaced
 	trigger  chan struct{}         // buffered(1): coalesces triggers
@@ -85,12 +87,22 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 	}
 	s.metrics = newMetrics(s.staleness, s.history)
 	s.state.Store(&state{next: make(chan struct{})})
+	// Without a certificate a client may still authenticate with a token: client certificates are
+	// verified when given, and the handler decides.
+	tlsCfg, err := cfg.TLS.Load(tls.VerifyClientCertIfGiven)
+	if err != nil {
+		return nil, fmt.Errorf("tls: %w", err)
+	}
+	if s.auth, err = newAuthenticator(cfg); err != nil {
+		return nil, err
+	}
 	lis, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("addr: %w", err)
 	}
 	s.lis = lis
-	s.http = &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	s.http = &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		TLSConfig: tlsCfg, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
 	return s, nil
 }
 
@@ -100,8 +112,14 @@ func (s *Server) Close() error { return s.lis.Close() }
 // Addr is the listener's address (useful with port 0).
 func (s *Server) Addr() net.Addr { return s.lis.Addr() }
 
-// URL is the bundle's URL on this server.
-func (s *Server) URL() string { return "http://" + s.Addr().String() + BundlePath }
+// URL is the bundle's URL on this server (https with TLS).
+func (s *Server) URL() string {
+	scheme := "http://"
+	if s.cfg.TLS.Enabled() {
+		scheme = "https://"
+	}
+	return scheme + s.Addr().String() + BundlePath
+}
 
 // Revision is the served bundle's revision, "" before the first successful build.
 func (s *Server) Revision() string {
@@ -199,12 +217,24 @@ func (s *Server) Run(ctx context.Context) error {
 
 	errc := make(chan error, 1)
 	go func() {
-		if err := s.http.Serve(s.lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		serve := s.http.Serve
+		if s.http.TLSConfig != nil {
+			serve = func(l net.Listener) error { return s.http.ServeTLS(l, "", "") }
+		}
+		if err := serve(s.lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errc <- fmt.Errorf("bundle server: %w", err)
 		}
 	}()
 	s.logger.Info("bundle server listening", "addr", s.Addr().String(), "path", BundlePath,
-		"signed", len(s.cfg.Build.SigningKey) > 0, "deltas", s.history != nil)
+		"signed", len(s.cfg.Build.SigningKey) > 0, "deltas", s.history != nil, "tls", s.cfg.TLS.Enabled(), "client_certs", s.cfg.TLS.MutualTLS(),
+		"tokens", len(s.auth.tokens))
+	if !s.auth.enabled() {
+		if tcp, ok := s.Addr().(*net.TCPAddr); ok && !tcp.IP.IsLoopback() {
+			s.logger.Warn("bundle server without authentication on a non-loopback address: anyone who reaches it "+
+				"downloads users, organizations and token ids (set --token-file or --tls-client-ca; docs/security.md)",
+				"addr", s.Addr().String())
+		}
+	}
 
 	var err error
 	select {
@@ -350,7 +380,8 @@ func (s *Server) build(ctx context.Context) (rev string, changed bool, err error
 	return b.Revision, true, nil
 }
 
-// Handler is the server's HTTP handler: the bundle, /health and /metrics.
+// Handler is the server's HTTP handler: the bundle, /health and /metrics, behind the authentication of
+// Config.Auth.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+BundlePath, s.handleBundle) // GET patterns match HEAD too
@@ -360,7 +391,7 @@ func (s *Server) Handler() http.Handler {
 	})
 	mux.HandleFunc("GET /health", s.handleHealth)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
-	return mux
+	return s.auth.wrap(mux, s.metrics.request)
 }
 
 var waitPref = regexp.MustCompile(`(?:^|[\s;,])wait=(\d+)`)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/keygate/keygate/internal/identity"
+	"github.com/keygate/keygate/internal/tlsconfig"
 )
 
 // Defaults: every default of the sidecar's configuration lives here (SetDefaults, the flags of keygate authz
@@ -76,6 +77,15 @@ type Config struct {
 	// HTTPAddr is the data API / health / metrics listener: host:port or unix:///path. Default 127.0.0.1:8181.
 	HTTPAddr string `yaml:"http_addr"`
 
+	// GRPCTLS serves the ext_authz listener over mutual TLS: the server certificate and the CA that signs
+	// the clients' (Envoy's) certificates, both required when set. Plaintext by default.
+	GRPCTLS tlsconfig.Server `yaml:"grpc_tls"`
+	// HTTPTLS serves the data API / health / metrics listener over TLS; with client_ca_file every client
+	// must present a certificate that CA signed. Plaintext by default.
+	HTTPTLS tlsconfig.Server `yaml:"http_tls"`
+	// DataAPI says what the data API answers.
+	DataAPI DataAPIConfig `yaml:"data_api"`
+
 	Bundle   BundleConfig    `yaml:"bundle"`
 	Identity identity.Config `yaml:"identity"`
 
@@ -120,6 +130,14 @@ type Config struct {
 	OPA json.RawMessage `yaml:"-"`
 }
 
+// DataAPIConfig restricts OPA's data API (/v1/data).
+type DataAPIConfig struct {
+	// AllowRawData answers every document, /v1/data itself and the raw data.keygate.db (users,
+	// organizations, token ids) included. By default only the decision entrypoints (Entrypoints) answer;
+	// other paths get 403.
+	AllowRawData bool `yaml:"allow_raw_data"`
+}
+
 // BundleConfig says where the bundle comes from and how it is verified.
 type BundleConfig struct {
 	// URL is the bundle's http(s) URL (OPA bundle protocol: ETag / If-None-Match, optional long polling).
@@ -128,6 +146,16 @@ type BundleConfig struct {
 	File string `yaml:"file"`
 	// Token, when set, is sent as "Authorization: Bearer <token>" to the bundle server.
 	Token string `yaml:"token"`
+	// TokenFile is a file holding the bearer token, read before every download (a rotated token is used
+	// at once). Exclusive with Token.
+	TokenFile string `yaml:"token_file"`
+	// CACert is a PEM file of the CAs that sign the bundle server's certificate (https URLs), instead of
+	// the system roots.
+	CACert string `yaml:"ca_cert"`
+	// ClientCert and ClientKey are a PEM client certificate and key presented to the bundle server
+	// (mutual TLS); re-read when they change.
+	ClientCert string `yaml:"client_cert"`
+	ClientKey  string `yaml:"client_key"`
 	// VerificationKey is a PEM public key (or HMAC secret) file; when set, unsigned and tampered bundles are
 	// rejected and the last good bundle keeps answering.
 	VerificationKey string `yaml:"verification_key"`
@@ -213,6 +241,15 @@ func (c *Config) Validate() error {
 	if err := validAddr(c.HTTPAddr); err != nil {
 		return fmt.Errorf("http_addr: %w", err)
 	}
+	if err := c.GRPCTLS.Validate(); err != nil {
+		return fmt.Errorf("grpc_tls.%w", err)
+	}
+	if c.GRPCTLS.Enabled() && !c.GRPCTLS.MutualTLS() {
+		return errors.New("grpc_tls.client_ca_file: required with grpc_tls.cert_file (the ext_authz listener takes mutual TLS only)")
+	}
+	if err := c.HTTPTLS.Validate(); err != nil {
+		return fmt.Errorf("http_tls.%w", err)
+	}
 	b := c.Bundle
 	opa, err := c.opaDocument()
 	if err != nil {
@@ -232,6 +269,22 @@ func (c *Config) Validate() error {
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return fmt.Errorf("bundle.url: %q is not an http(s) URL", b.URL)
 		}
+		if u.Scheme != "https" {
+			switch {
+			case b.CACert != "":
+				return errors.New("bundle.ca_cert: needs an https bundle.url")
+			case b.ClientCert != "":
+				return errors.New("bundle.client_cert: needs an https bundle.url")
+			}
+		}
+	}
+	switch {
+	case b.Token != "" && b.TokenFile != "":
+		return errors.New("bundle.token and bundle.token_file are mutually exclusive")
+	case (b.ClientCert == "") != (b.ClientKey == ""):
+		return errors.New("bundle.client_cert and bundle.client_key: set both or neither")
+	case b.File != "" && (b.Token != "" || b.TokenFile != "" || b.CACert != "" || b.ClientCert != ""):
+		return errors.New("bundle.token, token_file, ca_cert, client_cert: only with bundle.url")
 	}
 	switch b.VerificationAlg {
 	case "", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "HS256", "HS384", "HS512":

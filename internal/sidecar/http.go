@@ -16,6 +16,40 @@ import (
 
 const maxBodyBytes = 1 << 20
 
+// Entrypoints are the decision documents the data API answers by default: the rules annotated
+// `entrypoint: true` in policies/keygate (TestEntrypointsAreTheAnnotatedRules holds the two together).
+// Their sub-documents (data.keygate.authz.decision.allow) are answered too. Any other path, the raw
+// data.keygate.db included, needs DataAPIConfig.AllowRawData.
+var Entrypoints = []string{
+	"data.keygate.assign.assignable",
+	"data.keygate.assign.decision",
+	"data.keygate.authz.allow",
+	"data.keygate.authz.decision",
+	"data.keygate.authz.key_grants",
+	"data.keygate.authz.keys",
+	"data.keygate.authz.reasons",
+	"data.keygate.envoy.allowed",
+	"data.keygate.envoy.response",
+}
+
+var entrypointRefs = func() []ast.Ref {
+	refs := make([]ast.Ref, len(Entrypoints))
+	for i, e := range Entrypoints {
+		refs[i] = ast.MustParseRef(e)
+	}
+	return refs
+}()
+
+// isEntrypoint reports whether ref is a decision entrypoint or a document inside one.
+func isEntrypoint(ref ast.Ref) bool {
+	for _, e := range entrypointRefs {
+		if ref.HasPrefix(e) {
+			return true
+		}
+	}
+	return false
+}
+
 func (s *Sidecar) httpHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/data/{path...}", s.handleData)
@@ -68,6 +102,13 @@ func (s *Sidecar) handleData(w http.ResponseWriter, r *http.Request) {
 		if seg != "" {
 			ref = append(ref, ast.StringTerm(seg))
 		}
+	}
+	if !s.cfg.DataAPI.AllowRawData && !isEntrypoint(ref) {
+		s.metrics.dataRefused.Inc()
+		writeJSON(w, http.StatusForbidden, apiError{"forbidden", ref.String() + " is not a decision " +
+			"entrypoint (data.keygate.authz.decision, data.keygate.assign.decision, data.keygate.envoy.response, ...); " +
+			"reading other documents, the raw data included, needs data_api.allow_raw_data: true (--data-api-raw)"})
+		return
 	}
 	var input ast.Value
 	var raw []byte

@@ -28,6 +28,7 @@ type metrics struct {
 	refused                           *prometheus.CounterVec // by refusedReasons
 	lastSuccess                       prometheus.Gauge
 	stale                             prometheus.Gauge
+	dataRefused                       prometheus.Counter
 }
 
 // Values of keygate_bundle_refused_total's reason label: refusedOlderRevision is counted by the ordered store
@@ -145,6 +146,10 @@ func newMetrics() *metrics {
 			Name: "keygate_bundle_stale",
 			Help: "1 while the active bundle is older than max_bundle_age (readiness fails).",
 		}),
+		dataRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "keygate_data_api_refused_total",
+			Help: "Data API requests refused because they named a document that is not a decision entrypoint.",
+		}),
 	}
 	f(m.decisions)
 	f(m.activations)
@@ -163,6 +168,7 @@ func newMetrics() *metrics {
 	for _, r := range refusedReasons {
 		m.refused.WithLabelValues(r)
 	}
+	f(m.dataRefused)
 	for _, r := range []string{"success", "failure"} {
 		m.activations.WithLabelValues(r)
 	}

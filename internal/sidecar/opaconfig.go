@@ -146,8 +146,8 @@ func ensure(doc map[string]any, k string) map[string]any {
 }
 
 // renderOPAConfig is the OPA configuration the plugin manager runs: c.OPA with keygate's bundle settings
-// (bundle.url / bundle.file, token, verification key, polling, persistence) rendered onto the bundle named
-// keygate and its service, and keygate's defaults for what the configuration leaves unset
+// (bundle.url / bundle.file, token, CA and client certificate: bundleService; verification key, polling,
+// persistence) rendered onto the bundle named keygate and its service, and keygate's defaults for what the configuration leaves unset
 // (bundles.keygate.size_limit_bytes, polling, decision_logs.console).
 func renderOPAConfig(c Config) ([]byte, error) {
 	doc, err := c.opaDocument()
@@ -163,10 +163,8 @@ func renderOPAConfig(c Config) ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("bundle.url: %w", err)
 		}
-		svc := ensure(ensure(doc, "services"), bundleName)
-		svc["url"] = u.Scheme + "://" + u.Host
-		if b.Token != "" {
-			svc["credentials"] = map[string]any{"bearer": map[string]any{"token": b.Token}}
+		if err := bundleService(ensure(ensure(doc, "services"), bundleName), u, b); err != nil {
+			return nil, err
 		}
 		resource := u.EscapedPath()
 		if u.RawQuery != "" {

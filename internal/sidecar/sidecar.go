@@ -3,6 +3,7 @@ package sidecar
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/peer"
@@ -109,11 +111,24 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Sidecar, err 
 	}
 	// Streams are served on a fixed set of reused goroutines: their stacks have grown to what OPA's evaluator
 	// needs, so a Check evaluates inline without growing a fresh goroutine's stack or a hand-off.
-	s.grpcServer = grpc.NewServer(grpc.NumStreamWorkers(uint32(max(64, 16*cfg.Workers))))
+	grpcOpts := []grpc.ServerOption{grpc.NumStreamWorkers(uint32(max(64, 16*cfg.Workers)))}
+	grpcTLS, err := cfg.GRPCTLS.Load(tls.RequireAndVerifyClientCert)
+	if err != nil {
+		return nil, fmt.Errorf("grpc_tls: %w", err)
+	}
+	if grpcTLS != nil {
+		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(grpcTLS)))
+	}
+	httpTLS, err := cfg.HTTPTLS.Load(tls.RequireAndVerifyClientCert)
+	if err != nil {
+		return nil, fmt.Errorf("http_tls: %w", err)
+	}
+	s.grpcServer = grpc.NewServer(grpcOpts...)
 	authv3.RegisterAuthorizationServer(s.grpcServer, s)
 	healthpb.RegisterHealthServer(s.grpcServer, s.health)
 	reflection.Register(s.grpcServer)
-	s.httpServer = &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
+	s.httpServer = &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 10 * time.Second, TLSConfig: httpTLS,
+		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
 	return s, nil
 }
 
@@ -170,12 +185,17 @@ func (s *Sidecar) Serve(ctx context.Context) error {
 		}
 	}()
 	go func() {
-		if err := s.httpServer.Serve(s.httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		serve := s.httpServer.Serve
+		if s.httpServer.TLSConfig != nil {
+			serve = func(l net.Listener) error { return s.httpServer.ServeTLS(l, "", "") }
+		}
+		if err := serve(s.httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errc <- fmt.Errorf("http server: %w", err)
 		}
 	}()
 	s.logger.Info("sidecar serving", "grpc", s.GRPCAddr().String(), "http", s.HTTPAddr().String(),
-		"dry_run", s.cfg.DryRun)
+		"grpc_mtls", s.cfg.GRPCTLS.Enabled(), "http_tls", s.cfg.HTTPTLS.Enabled(),
+		"data_api_raw", s.cfg.DataAPI.AllowRawData, "dry_run", s.cfg.DryRun)
 
 	var serveErr error
 	select {
