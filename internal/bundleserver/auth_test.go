@@ -224,4 +224,3 @@ func TestAuthConfigErrors(t *testing.T) {
 		})
 	}
 }
-
