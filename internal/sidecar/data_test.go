@@ -33,7 +33,7 @@ func TestDataAPIMatchesOPAEval(t *testing.T) {
 		{"authz decision by token", "keygate/authz/decision", `{"token":"tok-bob-revoked","org":"org-layer5","key":"View All Users"}`},
 		{"assign decision", "keygate/assign/decision", `{"actor":"u-alice","action":"assign","role":"User","user":"u-heidi","org":"org-layer5"}`},
 		{"envoy response", "keygate/envoy/response", `{"attributes":{"request":{"http":{"method":"GET","path":"/api/identity/orgs/org-layer5/users","headers":{}}},"contextExtensions":{"service":"identity"}},"parsed_path":["api","identity","orgs","org-layer5","users"],"parsed_query":{},"identity":{"user":"u-alice","token":"tok-alice"}}`},
-		{"undefined document", "keygate/nothing/here", `{}`},
+		{"undefined document", "keygate/authz/key_grants/nosuchkey", `{}`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
