@@ -80,6 +80,9 @@ overrides it as OPA's --set does. Flags override the configuration files.`,
 			if cmd.Flags().Changed("max-bundle-age") {
 				cfg.MaxBundleAge = &maxAge
 			}
+			if tok := e.getenv("KEYGATE_BUNDLE_TOKEN"); tok != "" && cfg.Bundle.URL != "" && cfg.Bundle.Token == "" && cfg.Bundle.TokenFile == "" {
+				cfg.Bundle.Token = tok
+			}
 			cfg.SetDefaults()
 			if err := cfg.Validate(); err != nil {
 				return usageErr("%v", err)
@@ -98,7 +101,18 @@ overrides it as OPA's --set does. Flags override the configuration files.`,
 	f.StringVar(&fl.HTTPAddr, "http-addr", sidecar.DefaultHTTPAddr, "data API / health / metrics listener: host:port or unix:///path")
 	f.StringVar(&fl.Bundle.URL, "bundle-url", "", "bundle URL on a bundle server (keygate serve)")
 	f.StringVar(&fl.Bundle.File, "bundle-file", "", "bundle file (.tar.gz) instead of a URL")
-	f.StringVar(&fl.Bundle.Token, "bundle-token", "", "bearer token for the bundle server")
+	f.StringVar(&fl.Bundle.Token, "bundle-token", "", "bearer token for the bundle server (default $KEYGATE_BUNDLE_TOKEN; prefer --bundle-token-file: a flag shows in ps)")
+	f.StringVar(&fl.Bundle.TokenFile, "bundle-token-file", "", "file holding the bundle server's bearer token, read before every download")
+	f.StringVar(&fl.Bundle.CACert, "bundle-ca-cert", "", "PEM CA(s) the bundle server's certificate is checked against (instead of the system roots)")
+	f.StringVar(&fl.Bundle.ClientCert, "bundle-client-cert", "", "PEM client certificate presented to the bundle server (with --bundle-client-key)")
+	f.StringVar(&fl.Bundle.ClientKey, "bundle-client-key", "", "PEM private key of --bundle-client-cert")
+	f.StringVar(&fl.GRPCTLS.CertFile, "grpc-tls-cert", "", "serve ext_authz over mutual TLS with this PEM certificate (needs --grpc-tls-key and --grpc-tls-client-ca)")
+	f.StringVar(&fl.GRPCTLS.KeyFile, "grpc-tls-key", "", "PEM private key of --grpc-tls-cert")
+	f.StringVar(&fl.GRPCTLS.ClientCAFile, "grpc-tls-client-ca", "", "PEM CA(s) of the clients' (Envoy's) certificates")
+	f.StringVar(&fl.HTTPTLS.CertFile, "http-tls-cert", "", "serve the data API / health / metrics over TLS with this PEM certificate")
+	f.StringVar(&fl.HTTPTLS.KeyFile, "http-tls-key", "", "PEM private key of --http-tls-cert")
+	f.StringVar(&fl.HTTPTLS.ClientCAFile, "http-tls-client-ca", "", "require HTTP clients to present a certificate of these PEM CA(s)")
+	f.BoolVar(&fl.DataAPI.AllowRawData, "data-api-raw", false, "let /v1/data answer every document, the raw data (users, orgs, token ids) included; by default only decision entrypoints")
 	f.StringVar(&fl.Bundle.VerificationKey, "verification-key", "", "verify bundle signatures with this PEM public key (or HMAC secret) file")
 	f.StringVar(&fl.Bundle.VerificationKeyID, "verification-key-id", sidecar.DefaultVerificationKeyID, "key id bundles are signed with")
 	f.StringVar(&fl.Bundle.VerificationAlg, "verification-alg", "", "bundle signing algorithm (default: by the verification key, as keygate serve signs: ES256 for EC, RS256 for RSA, HS256 for a non-PEM secret)")
@@ -135,6 +149,17 @@ func applyAuthzFlags(fs *pflag.FlagSet, cfg, fl *sidecar.Config, audiences []str
 	set("bundle-url", func() { cfg.Bundle.URL = fl.Bundle.URL })
 	set("bundle-file", func() { cfg.Bundle.File = fl.Bundle.File })
 	set("bundle-token", func() { cfg.Bundle.Token = fl.Bundle.Token })
+	set("bundle-token-file", func() { cfg.Bundle.TokenFile = fl.Bundle.TokenFile })
+	set("bundle-ca-cert", func() { cfg.Bundle.CACert = fl.Bundle.CACert })
+	set("bundle-client-cert", func() { cfg.Bundle.ClientCert = fl.Bundle.ClientCert })
+	set("bundle-client-key", func() { cfg.Bundle.ClientKey = fl.Bundle.ClientKey })
+	set("grpc-tls-cert", func() { cfg.GRPCTLS.CertFile = fl.GRPCTLS.CertFile })
+	set("grpc-tls-key", func() { cfg.GRPCTLS.KeyFile = fl.GRPCTLS.KeyFile })
+	set("grpc-tls-client-ca", func() { cfg.GRPCTLS.ClientCAFile = fl.GRPCTLS.ClientCAFile })
+	set("http-tls-cert", func() { cfg.HTTPTLS.CertFile = fl.HTTPTLS.CertFile })
+	set("http-tls-key", func() { cfg.HTTPTLS.KeyFile = fl.HTTPTLS.KeyFile })
+	set("http-tls-client-ca", func() { cfg.HTTPTLS.ClientCAFile = fl.HTTPTLS.ClientCAFile })
+	set("data-api-raw", func() { cfg.DataAPI.AllowRawData = fl.DataAPI.AllowRawData })
 	set("verification-key", func() { cfg.Bundle.VerificationKey = fl.Bundle.VerificationKey })
 	set("verification-key-id", func() { cfg.Bundle.VerificationKeyID = fl.Bundle.VerificationKeyID })
 	set("verification-alg", func() { cfg.Bundle.VerificationAlg = fl.Bundle.VerificationAlg })

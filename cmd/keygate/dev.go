@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -26,6 +27,7 @@ import (
 	"github.com/keygate/keygate/internal/identity"
 	"github.com/keygate/keygate/internal/model"
 	"github.com/keygate/keygate/internal/sidecar"
+	"github.com/keygate/keygate/internal/tlsconfig"
 )
 
 func init() { register(newDevCmd) }
@@ -34,6 +36,7 @@ func init() { register(newDevCmd) }
 const (
 	devBundleKeyFile    = "bundle-signing-key.pem"
 	devBundleVerifyFile = "bundle-verification-key.pem"
+	devBundleTokenFile  = "bundle-token"
 )
 
 // devOptions configure keygate dev.
@@ -49,9 +52,11 @@ func newDevCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "dev [--grpc-addr HOST:PORT] [--http-addr HOST:PORT] [--addr HOST:PORT]",
 		Short: "Run the bundle server and the sidecar in one process on the embedded demo (development)",
-		Long: `Generate a bundle signing key and a dev JWT key pair into a temporary directory, serve the embedded demo
-(with the identity API routes) as a signed bundle, run the sidecar on it (verifying the bundle's signature and the
-bearer tokens against the dev JWKS), and print ready-to-paste grpcurl and curl examples with demo tokens.
+		Long: `Generate a bundle signing key, a dev JWT key pair, a dev CA with server and client certificates and a
+bundle server token into a temporary directory, serve the embedded demo (with the identity API routes) as a
+signed bundle over TLS to clients with the token or the client certificate, run the sidecar on it (downloading
+with the CA, the client certificate and the token, verifying the bundle's signature and the bearer JWTs against
+the dev JWKS, its HTTP side over TLS), and print ready-to-paste grpcurl and curl examples with demo tokens.
 The directory is removed on exit unless --dir names one. Development only.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runDev(cmd.Context(), e, o) },
@@ -85,9 +90,21 @@ func runDev(ctx context.Context, e *env, o devOptions) (err error) {
 	if err != nil {
 		return err
 	}
+	pki, err := tlsconfig.GenerateDev(dir)
+	if err != nil {
+		return err
+	}
+	tokenFile, err := writeBundleToken(dir)
+	if err != nil {
+		return err
+	}
 
+	// The secure setup: the bundle server over TLS wants the bearer token or the client certificate; the
+	// sidecar checks its certificate against the dev CA and presents both.
 	srv, err := bundleserver.New(bundleserver.Config{
 		Addr:   o.bundleAddr,
+		TLS:    tlsconfig.Server{CertFile: pki.ServerCert, KeyFile: pki.ServerKey, ClientCAFile: pki.CA},
+		Auth:   bundleserver.AuthConfig{TokenFiles: []string{tokenFile}},
 		Build:  compiler.Options{SigningKey: bundleKey},
 		Source: func(context.Context) (model.Snapshot, error) { return catalog.DemoWithRoutes() },
 	}, e.logger.With("component", "bundleserver"))
@@ -102,8 +119,13 @@ func runDev(ctx context.Context, e *env, o devOptions) (err error) {
 	sc, err := sidecar.New(scCtx, sidecar.Config{
 		GRPCAddr: o.grpcAddr,
 		HTTPAddr: o.httpAddr,
+		HTTPTLS:  tlsconfig.Server{CertFile: pki.ServerCert, KeyFile: pki.ServerKey},
 		Bundle: sidecar.BundleConfig{
 			URL:             srv.URL(),
+			CACert:          pki.CA,
+			ClientCert:      pki.ClientCert,
+			ClientKey:       pki.ClientKey,
+			TokenFile:       tokenFile,
 			VerificationKey: verifyFile,
 			MinDelay:        time.Second,
 			MaxDelay:        2 * time.Second,
@@ -156,6 +178,7 @@ func runDev(ctx context.Context, e *env, o devOptions) (err error) {
 		dir: dir, kept: o.dir != "", bundleURL: srv.URL(), revision: sc.Revision(),
 		grpcAddr: sc.GRPCAddr().String(), httpAddr: sc.HTTPAddr().String(),
 		bundleKey: filepath.Join(dir, devBundleKeyFile), verifyKey: verifyFile, jwtKey: jwtKeyFile, jwks: jwksFile,
+		pki: pki, bundleToken: tokenFile,
 	}, key, o.tokenTTL); err != nil {
 		return err
 	}
@@ -196,12 +219,27 @@ func writeBundleKeys(dir string) (private []byte, publicFile string, err error) 
 	return private, publicFile, nil
 }
 
+// writeBundleToken writes a random bearer token for the bundle server into dir.
+func writeBundleToken(dir string) (string, error) {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, devBundleTokenFile)
+	if err := os.WriteFile(path, []byte(hex.EncodeToString(b[:])+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("writing the bundle token: %w", err)
+	}
+	return path, nil
+}
+
 type devInfo struct {
 	dir                                string
 	kept                               bool
 	bundleURL, revision                string
 	grpcAddr, httpAddr                 string
 	bundleKey, verifyKey, jwtKey, jwks string
+	pki                                tlsconfig.DevFiles
+	bundleToken                        string
 }
 
 // devCheckRequest is the CheckRequest Envoy sends for the identity API route (service "identity").
@@ -267,16 +305,20 @@ func printDevExamples(w io.Writer, d devInfo, key jwk.Key, ttl time.Duration) er
 	if d.kept {
 		removed = ""
 	}
-	_, err = fmt.Fprintf(w, `keygate dev is ready: the embedded demo, served signed and verified.
+	_, err = fmt.Fprintf(w, `keygate dev is ready: the embedded demo, served signed and verified, over TLS.
 
-  bundle server   %s  (revision %s)
-  sidecar gRPC    %s  (envoy.service.auth.v3.Authorization/Check)
-  sidecar HTTP    http://%s  (/v1/data, /health?bundles, /metrics)
+  bundle server   %s  (revision %s; TLS, bearer token or client certificate)
+  sidecar gRPC    %s  (envoy.service.auth.v3.Authorization/Check; plaintext on loopback for envoy/sidecar.yaml)
+  sidecar HTTP    https://%s  (/v1/data decision entrypoints, /health?bundles, /metrics)
   keys in %s%s:
     bundle signing key       %s
     bundle verification key  %s
     JWT signing key          %s
     JWKS                     %s
+    dev CA                   %s
+    server certificate       %s (key %s)
+    client certificate       %s (key %s)
+    bundle server token      %s
 
 # (grpcurl is pinned in go.mod: run these from the keygate checkout, or use a grpcurl of your own)
 # u-alice (Organization Admin, owner of org-layer5) lists the org's teams: allowed
@@ -285,14 +327,29 @@ func printDevExamples(w io.Writer, d devInfo, key jwk.Key, ttl time.Duration) er
 # u-bob (Organization Admin of org-layer5, not its owner) deletes the org: denied (owner_required)
 %s
 
-# the same question through OPA's data API
-curl -s http://%s/v1/data/keygate/authz/decision -d '%s'
+# the same question through OPA's data API (over TLS: trust the dev CA)
+curl -s --cacert %s https://%s/v1/data/keygate/authz/decision -d '%s'
+
+# raw data is not served (403; keygate authz --data-api-raw opens it)
+curl -s --cacert %s https://%s/v1/data/keygate/db/tokens
+
+# the bundle server answers the token (or the client certificate), and 401 to anyone else
+curl -s --cacert %s -H "Authorization: Bearer $(cat %s)" -o bundle.tar.gz %s
+curl -s --cacert %s --cert %s --key %s -o bundle.tar.gz %s
+curl -s --cacert %s %s
 
 # mint more tokens (users and token ids in bundles/demo.yaml)
 %s token --user u-heidi --jti tok-heidi --key %s
 
 Ctrl-C stops.
 `, d.bundleURL, d.revision, d.grpcAddr, d.httpAddr, d.dir, removed, d.bundleKey, d.verifyKey, d.jwtKey, d.jwks,
-		allowed, denied, d.httpAddr, input, selfCommand(), d.jwtKey)
+		d.pki.CA, d.pki.ServerCert, d.pki.ServerKey, d.pki.ClientCert, d.pki.ClientKey, d.bundleToken,
+		allowed, denied,
+		d.pki.CA, d.httpAddr, input,
+		d.pki.CA, d.httpAddr,
+		d.pki.CA, d.bundleToken, d.bundleURL,
+		d.pki.CA, d.pki.ClientCert, d.pki.ClientKey, d.bundleURL,
+		d.pki.CA, d.bundleURL,
+		selfCommand(), d.jwtKey)
 	return err
 }

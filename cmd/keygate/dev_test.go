@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -17,6 +18,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/keygate/keygate/internal/tlsconfig"
 )
 
 // syncBuffer is a bytes.Buffer safe for one writer goroutine and a reader.
@@ -38,10 +41,43 @@ func (s *syncBuffer) String() string {
 }
 
 var (
-	grpcurlLine = regexp.MustCompile(`(?m)^go tool grpcurl -plaintext -d '([^']+)' (\S+) envoy\.service\.auth\.v3\.Authorization/Check$`)
-	tokenLine   = regexp.MustCompile(`(?m)^go run \./cmd/keygate (token --user \S+ --jti \S+ --key \S+)$`)
-	curlLine    = regexp.MustCompile(`(?m)^curl -s (\S+) -d '([^']+)'$`)
+	grpcurlLine     = regexp.MustCompile(`(?m)^go tool grpcurl -plaintext -d '([^']+)' (\S+) envoy\.service\.auth\.v3\.Authorization/Check$`)
+	tokenLine       = regexp.MustCompile(`(?m)^go run \./cmd/keygate (token --user \S+ --jti \S+ --key \S+)$`)
+	curlLine        = regexp.MustCompile(`(?m)^curl -s --cacert (\S+) (\S+) -d '([^']+)'$`)
+	rawLine         = regexp.MustCompile(`(?m)^curl -s --cacert (\S+) (\S+/v1/data/keygate/db/tokens)$`)
+	bundleTokenLine = regexp.MustCompile(`(?m)^curl -s --cacert (\S+) -H "Authorization: Bearer \$\(cat (\S+)\)" -o bundle\.tar\.gz (\S+)$`)
+	certLine        = regexp.MustCompile(`(?m)^curl -s --cacert (\S+) --cert (\S+) --key (\S+) -o bundle\.tar\.gz (\S+)$`)
+	anonLine        = regexp.MustCompile(`(?m)^curl -s --cacert (\S+) (https://\S+/bundles/keygate\.tar\.gz)$`)
 )
+
+// curlTLS is the client of `curl --cacert CA [--cert C --key K]`.
+func curlTLS(t *testing.T, ca, cert, key string) *http.Client {
+	t.Helper()
+	cfg, err := tlsconfig.Client(ca, cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 10 * time.Second}
+}
+
+// fetch sends one request and returns its status and body.
+func fetch(t *testing.T, c *http.Client, method, url, auth, body string) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, out
+}
 
 // TestDevServesThePrintedExamples runs `keygate dev` on free ports, sends the printed grpcurl examples
 // (one allowed, one denied) over real gRPC and the curl example over HTTP, then stops it.
@@ -102,12 +138,10 @@ func TestDevServesThePrintedExamples(t *testing.T) {
 	if curl == nil {
 		t.Fatalf("no curl example in:\n%s", out)
 	}
-	resp, err := http.Post(curl[1], "application/json", strings.NewReader(curl[2]))
-	if err != nil {
-		t.Fatal(err)
+	if !strings.HasPrefix(curl[2], "https://") {
+		t.Fatalf("the data API example is not over TLS: %s", curl[0])
 	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	_, body := fetch(t, curlTLS(t, curl[1], "", ""), http.MethodPost, curl[2], "", curl[3])
 	var decision struct {
 		Result struct {
 			Allow   bool     `json:"allow"`
@@ -126,6 +160,32 @@ func TestDevServesThePrintedExamples(t *testing.T) {
 	var tokOut, tokErr bytes.Buffer
 	if code := run(ctx, strings.Fields(tok[1]), &tokOut, &tokErr); code != 0 || strings.Count(tokOut.String(), ".") != 2 {
 		t.Errorf("keygate %s: exit %d, %q %s", tok[1], code, tokOut.String(), tokErr.String())
+	}
+
+	// The secure setup's examples: raw data refused, the bundle only with the token or the client certificate.
+	raw := rawLine.FindStringSubmatch(out)
+	btok := bundleTokenLine.FindStringSubmatch(out)
+	cert := certLine.FindStringSubmatch(out)
+	anon := anonLine.FindStringSubmatch(out)
+	if raw == nil || btok == nil || cert == nil || anon == nil {
+		t.Fatalf("missing raw-data / bundle curl examples in:\n%s", out)
+	}
+	if code, body := fetch(t, curlTLS(t, raw[1], "", ""), http.MethodGet, raw[2], "", ""); code != http.StatusForbidden ||
+		strings.Contains(string(body), "tok-alice") {
+		t.Errorf("raw data example: %d %.200s, want 403", code, body)
+	}
+	token, err := os.ReadFile(btok[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, body := fetch(t, curlTLS(t, btok[1], "", ""), http.MethodGet, btok[3], "Bearer "+strings.TrimSpace(string(token)), ""); code != http.StatusOK || len(body) < 1000 {
+		t.Errorf("bundle with the token: %d, %d bytes", code, len(body))
+	}
+	if code, body := fetch(t, curlTLS(t, cert[1], cert[2], cert[3]), http.MethodGet, cert[4], "", ""); code != http.StatusOK || len(body) < 1000 {
+		t.Errorf("bundle with the client certificate: %d, %d bytes", code, len(body))
+	}
+	if code, body := fetch(t, curlTLS(t, anon[1], "", ""), http.MethodGet, anon[2], "", ""); code != http.StatusUnauthorized {
+		t.Errorf("bundle without credentials: %d, %d bytes, want 401", code, len(body))
 	}
 
 	cancel()

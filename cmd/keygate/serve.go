@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -71,9 +72,14 @@ A client at a revision the server retains (--delta-revisions, --delta-max-bytes)
 patch.json format) instead of the snapshot: by default only when the bundles are unsigned, since OPA cannot
 verify a delta (--deltas on sends them with signed snapshots too; verifying clients must then set
 allow_unsigned_delta_bundles and reach the server over an authenticated channel). A client adding
-?mode=snapshot to the bundle URL always gets the snapshot.`,
-		Example: `  keygate serve --database-url postgres://keygate@db/keygate --signing-key signing-key.pem --addr 0.0.0.0:8282`,
-		Args:    cobra.NoArgs,
+?mode=snapshot to the bundle URL always gets the snapshot.
+
+With --token-file (or $KEYGATE_BUNDLE_TOKENS) or --tls-client-ca, every path but /health (and /metrics with
+--public-metrics) answers 401 without a listed bearer token or a client certificate the CA signed; --tls-cert
+and --tls-key serve HTTPS (TLS 1.2+). See docs/security.md.`,
+		Example: `  keygate serve --database-url postgres://keygate@db/keygate --signing-key signing-key.pem --addr 0.0.0.0:8282 \
+      --tls-cert tls.crt --tls-key tls.key --tls-client-ca sidecars-ca.pem --token-file /etc/keygate/tokens`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			if err := src.resolve(); err != nil {
@@ -87,6 +93,13 @@ allow_unsigned_delta_bundles and reach the server over an authenticated channel)
 				return err
 			}
 			cfg.Build = opts
+			if env := e.getenv("KEYGATE_BUNDLE_TOKENS"); env != "" {
+				toks, err := bundleserver.ReadTokens([]byte(strings.ReplaceAll(env, ",", "\n")))
+				if err != nil {
+					return usageErr("$KEYGATE_BUNDLE_TOKENS: %v", err)
+				}
+				cfg.Auth.Tokens = append(cfg.Auth.Tokens, toks...)
+			}
 			var wcfg store.Config
 			var pool *pgxpool.Pool
 			if src.seed != "" {
@@ -157,6 +170,11 @@ allow_unsigned_delta_bundles and reach the server over an authenticated channel)
 	sign.register(cmd)
 	f := cmd.Flags()
 	f.StringVar(&cfg.Addr, "addr", bundleserver.DefaultAddr, "HTTP listener host:port")
+	f.StringVar(&cfg.TLS.CertFile, "tls-cert", "", "serve HTTPS with this PEM certificate (chain)")
+	f.StringVar(&cfg.TLS.KeyFile, "tls-key", "", "PEM private key of --tls-cert")
+	f.StringVar(&cfg.TLS.ClientCAFile, "tls-client-ca", "", "PEM CA(s) whose client certificates authenticate a sidecar (mutual TLS)")
+	f.StringArrayVar(&cfg.Auth.TokenFiles, "token-file", nil, "require a bearer token listed in this file (one per line; repeatable; $KEYGATE_BUNDLE_TOKENS adds comma-separated tokens)")
+	f.BoolVar(&cfg.Auth.PublicMetrics, "public-metrics", false, "serve /metrics without authentication when tokens or a client CA are set")
 	f.DurationVar(&cfg.MaxWait, "max-wait", bundleserver.DefaultMaxWait, "cap on the long-polling wait clients ask for")
 	f.StringVar(&cfg.Deltas.Mode, "deltas", bundleserver.DeltasAuto, "delta bundles: auto (when unsigned), on (also with signed snapshots) or off")
 	f.IntVar(&cfg.Deltas.Retain, "delta-revisions", bundleserver.DefaultDeltaRetain, "revisions retained as delta bases, the served one included")

@@ -3,9 +3,11 @@ package sidecar
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"io"
 	"io/fs"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -345,4 +347,80 @@ func hasFile(dir string) bool {
 		return nil
 	})
 	return found
+}
+
+func TestTLSConfigValidate(t *testing.T) {
+	t.Parallel()
+	base := func() Config {
+		return Config{Bundle: BundleConfig{URL: "https://bundles.example/bundles/keygate.tar.gz"}, IdentityFromMetadata: true}
+	}
+	for _, tc := range []struct {
+		name string
+		edit func(*Config)
+		want string
+	}{
+		{"valid", func(*Config) {}, ""},
+		{"every option", func(c *Config) {
+			c.GRPCTLS = tlsconfig.Server{CertFile: "c", KeyFile: "k", ClientCAFile: "ca"}
+			c.HTTPTLS = tlsconfig.Server{CertFile: "c", KeyFile: "k"}
+			c.Bundle.CACert, c.Bundle.ClientCert, c.Bundle.ClientKey, c.Bundle.TokenFile = "ca", "c", "k", "t"
+		}, ""},
+		{"grpc tls without a client ca", func(c *Config) { c.GRPCTLS = tlsconfig.Server{CertFile: "c", KeyFile: "k"} }, "grpc_tls.client_ca_file"},
+		{"grpc client ca without a certificate", func(c *Config) { c.GRPCTLS = tlsconfig.Server{ClientCAFile: "ca"} }, "grpc_tls.client_ca_file"},
+		{"http key without a certificate", func(c *Config) { c.HTTPTLS = tlsconfig.Server{KeyFile: "k"} }, "http_tls.cert_file"},
+		{"token and token file", func(c *Config) { c.Bundle.Token, c.Bundle.TokenFile = "t", "f" }, "bundle.token and bundle.token_file"},
+		{"client cert without key", func(c *Config) { c.Bundle.ClientCert = "c" }, "bundle.client_cert and bundle.client_key"},
+		{"ca cert on http", func(c *Config) { c.Bundle.URL = "http://b/x"; c.Bundle.CACert = "ca" }, "bundle.ca_cert: needs an https"},
+		{"client cert on http", func(c *Config) {
+			c.Bundle.URL = "http://b/x"
+			c.Bundle.ClientCert, c.Bundle.ClientKey = "c", "k"
+		}, "bundle.client_cert: needs an https"},
+		{"token with a file bundle", func(c *Config) { c.Bundle = BundleConfig{File: "b.tar.gz", Token: "t"} }, "only with bundle.url"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c := base()
+			tc.edit(&c)
+			c.SetDefaults()
+			err := c.Validate()
+			if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+				t.Fatalf("Validate() = %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestBundleServiceConfig: the OPA service keys the bundle options map to (plugins/rest.Config).
+func TestBundleServiceConfig(t *testing.T) {
+	t.Parallel()
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte(" from-file \n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		b    BundleConfig
+		want string
+	}{
+		{"plain", BundleConfig{}, `{"url":"https://b:8282"}`},
+		{"token", BundleConfig{Token: "tok"}, `{"credentials":{"bearer":{"token":"tok"}},"url":"https://b:8282"}`},
+		{"token file", BundleConfig{TokenFile: tokenFile}, `{"credentials":{"bearer":{"token_path":"` + tokenFile + `"}},"url":"https://b:8282"}`},
+		{"ca and client certificate", BundleConfig{CACert: "ca.pem", ClientCert: "c.pem", ClientKey: "k.pem"},
+			`{"credentials":{"client_tls":{"cert":"c.pem","private_key":"k.pem"}},"tls":{"ca_cert":"ca.pem"},"url":"https://b:8282"}`},
+		{"client certificate and token file", BundleConfig{ClientCert: "c.pem", ClientKey: "k.pem", TokenFile: tokenFile},
+			`{"credentials":{"client_tls":{"cert":"c.pem","private_key":"k.pem"}},"headers":{"Authorization":"Bearer from-file"},"url":"https://b:8282"}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			u, _ := url.Parse("https://b:8282/bundles/keygate.tar.gz")
+			svc, err := bundleService(u, tc.b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := json.Marshal(svc)
+			if string(got) != tc.want {
+				t.Fatalf("service %s\nwant    %s", got, tc.want)
+			}
+		})
+	}
 }
