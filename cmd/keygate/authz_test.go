@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/keygate/keygate/internal/sidecar"
 )
 
 func TestAuthzConfigFileAndFlags(t *testing.T) {
@@ -76,6 +78,10 @@ func TestAuthzRejectsBadConfig(t *testing.T) {
 		{"--set checked like the file", []string{"authz", "--set", "keygate.max_bundle_age=-1s,keygate.bundle.file=b", "--jwks-file", "j"}, "max_bundle_age"},
 		{"both formats", []string{"authz", "--config", bad, "--set", "a=b"}, "exclusive"},
 		{"negative --max-bundle-age", []string{"authz", "--bundle-file", "b", "--jwks-file", "j", "--max-bundle-age", "-1m"}, "max_bundle_age"},
+		{"grpc tls without a client ca", []string{"authz", "--bundle-url", "http://h/b", "--jwks-file", "j", "--grpc-tls-cert", "c", "--grpc-tls-key", "k"}, "grpc_tls.client_ca_file"},
+		{"bundle ca on http", []string{"authz", "--bundle-url", "http://h/b", "--jwks-file", "j", "--bundle-ca-cert", "ca.pem"}, "bundle.ca_cert"},
+		{"client cert without key", []string{"authz", "--bundle-url", "https://h/b", "--jwks-file", "j", "--bundle-client-cert", "c.pem"}, "bundle.client_key"},
+		{"token and token file", []string{"authz", "--bundle-url", "https://h/b", "--jwks-file", "j", "--bundle-token", "t", "--bundle-token-file", "f"}, "bundle.token_file"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -85,5 +91,51 @@ func TestAuthzRejectsBadConfig(t *testing.T) {
 				t.Fatalf("exit %d, stderr %q; want 2 naming %q", code, errb.String(), tc.want)
 			}
 		})
+	}
+}
+
+// TestAuthzSecurityKeys: the TLS, credential and data API keys of the YAML file and their flags.
+func TestAuthzSecurityKeys(t *testing.T) {
+	t.Parallel()
+	cfgFile := filepath.Join(t.TempDir(), "authz.yaml")
+	if err := os.WriteFile(cfgFile, []byte(`
+grpc_tls: {cert_file: g.pem, key_file: g-key.pem, client_ca_file: envoy-ca.pem}
+http_tls: {cert_file: h.pem, key_file: h-key.pem}
+data_api: {allow_raw_data: true}
+bundle:
+  url: https://bundles:8282/bundles/keygate.tar.gz
+  ca_cert: ca.pem
+  client_cert: c.pem
+  client_key: c-key.pem
+  token_file: token
+identity_from_metadata: true
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := loadSidecarConfig(cfgFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{}}
+	cmd := newAuthzCmd(e)
+	if err := cmd.ParseFlags([]string{"--http-tls-client-ca", "probes-ca.pem", "--bundle-ca-cert", "other-ca.pem", "--data-api-raw=false"}); err != nil {
+		t.Fatal(err)
+	}
+	var fl sidecar.Config
+	fl.HTTPTLS.ClientCAFile, _ = cmd.Flags().GetString("http-tls-client-ca")
+	fl.Bundle.CACert, _ = cmd.Flags().GetString("bundle-ca-cert")
+	fl.DataAPI.AllowRawData, _ = cmd.Flags().GetBool("data-api-raw")
+	applyAuthzFlags(cmd.Flags(), &cfg, &fl, nil)
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	want := sidecar.Config{}
+	want.GRPCTLS.CertFile, want.GRPCTLS.KeyFile, want.GRPCTLS.ClientCAFile = "g.pem", "g-key.pem", "envoy-ca.pem"
+	want.HTTPTLS.CertFile, want.HTTPTLS.KeyFile, want.HTTPTLS.ClientCAFile = "h.pem", "h-key.pem", "probes-ca.pem"
+	if cfg.GRPCTLS != want.GRPCTLS || cfg.HTTPTLS != want.HTTPTLS || cfg.DataAPI.AllowRawData ||
+		cfg.Bundle.CACert != "other-ca.pem" || cfg.Bundle.ClientCert != "c.pem" || cfg.Bundle.ClientKey != "c-key.pem" ||
+		cfg.Bundle.TokenFile != "token" {
+		t.Fatalf("config %+v", cfg)
 	}
 }

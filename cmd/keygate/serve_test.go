@@ -15,6 +15,7 @@ import (
 
 	"github.com/keygate/keygate/internal/catalog"
 	"github.com/keygate/keygate/internal/seed"
+	"github.com/keygate/keygate/internal/tlsconfig"
 )
 
 // freeAddr returns a loopback address with a port free a moment ago.
@@ -119,6 +120,9 @@ func TestServeRejectsBadUsage(t *testing.T) {
 		{"bad addr", []string{"serve", "--seed", seedFile, "--addr", "8282"}, "addr"},
 		{"bad database url", []string{"serve", "--database-url", "postgres://h:notaport/db"}, "--database-url"},
 		{"negative debounce", []string{"serve", "--database-url", "postgres://h/db", "--debounce", "-1s"}, "debounce"},
+		{"missing token file", []string{"serve", "--seed", seedFile, "--token-file", "/nonexistent-tokens"}, "auth.token_files"},
+		{"tls key without cert", []string{"serve", "--seed", seedFile, "--tls-key", "k.pem"}, "tls.cert_file"},
+		{"missing certificate", []string{"serve", "--seed", seedFile, "--tls-cert", "/nonexistent.pem", "--tls-key", "/nonexistent-key.pem"}, "tls:"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -266,5 +270,64 @@ func TestServeSeedReloads(t *testing.T) {
 	}
 	if back, _ := nextRevision(t, addr, watched, 10*time.Second); back != etag {
 		t.Errorf("after SIGHUP and the original file: ETag %s, want the first one %s", back, etag)
+	}
+}
+
+// TestServeTLSAndTokens: keygate serve with --tls-cert/--tls-key/--tls-client-ca and --token-file serves
+// HTTPS, /health to anyone, the bundle to the token or the client certificate and 401 to others.
+func TestServeTLSAndTokens(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	pki, err := tlsconfig.GenerateDev(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const token = "serve-test-token-0123456789"
+	tokens := filepath.Join(dir, "tokens")
+	if err := os.WriteFile(tokens, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr := freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	var out, errb syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"serve", "--seed", demoSeedFile(t), "--addr", addr, "--tls-cert", pki.ServerCert,
+			"--tls-key", pki.ServerKey, "--tls-client-ca", pki.CA, "--token-file", tokens}, &out, &errb)
+	}()
+	defer func() {
+		cancel()
+		if code := <-done; code != 0 {
+			t.Errorf("serve exited %d: %s", code, errb.String())
+		}
+	}()
+	anon := curlTLS(t, pki.CA, "", "")
+	base := "https://" + addr
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := anon.Get(base + "/health")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no healthy server after 30s: %v; stderr %s", err, errb.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if code, _ := fetch(t, anon, http.MethodGet, base+"/bundles/keygate.tar.gz", "", ""); code != http.StatusUnauthorized {
+		t.Errorf("no token: %d, want 401", code)
+	}
+	if code, _ := fetch(t, anon, http.MethodGet, base+"/bundles/keygate.tar.gz", "Bearer garbage", ""); code != http.StatusUnauthorized {
+		t.Errorf("garbage token: %d, want 401", code)
+	}
+	if code, _ := fetch(t, anon, http.MethodGet, base+"/bundles/keygate.tar.gz", "Bearer "+token, ""); code != http.StatusOK {
+		t.Errorf("token: %d, want 200", code)
+	}
+	withCert := curlTLS(t, pki.CA, pki.ClientCert, pki.ClientKey)
+	if code, _ := fetch(t, withCert, http.MethodGet, base+"/bundles/keygate.tar.gz", "", ""); code != http.StatusOK {
+		t.Errorf("client certificate: %d, want 200", code)
 	}
 }
