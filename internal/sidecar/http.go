@@ -30,6 +30,7 @@ var Entrypoints = []string{
 	"data.keygate.authz.reasons",
 	"data.keygate.envoy.allowed",
 	"data.keygate.envoy.response",
+	"data.keygate.envoy.routed",
 }
 
 var entrypointRefs = func() []ast.Ref {
