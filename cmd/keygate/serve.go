@@ -173,7 +173,7 @@ and --tls-key serve HTTPS (TLS 1.2+). See docs/security.md.`,
 	f.StringVar(&cfg.TLS.CertFile, "tls-cert", "", "serve HTTPS with this PEM certificate (chain)")
 	f.StringVar(&cfg.TLS.KeyFile, "tls-key", "", "PEM private key of --tls-cert")
 	f.StringVar(&cfg.TLS.ClientCAFile, "tls-client-ca", "", "PEM CA(s) whose client certificates authenticate a sidecar (mutual TLS)")
-	f.StringArrayVar(&cfg.Auth.TokenFiles, "token-file", nil, "require a bearer token listed in this file (one per line; repeatable; $KEYGATE_BUNDLE_TOKENS adds comma-separated tokens)")
+	f.StringArrayVar(&cfg.Auth.TokenFiles, "token-file", nil, "require a bearer token listed in this file (one per line, re-read when it changes; repeatable; $KEYGATE_BUNDLE_TOKENS adds comma-separated tokens)")
 	f.BoolVar(&cfg.Auth.PublicMetrics, "public-metrics", false, "serve /metrics without authentication when tokens or a client CA are set")
 	f.DurationVar(&cfg.MaxWait, "max-wait", bundleserver.DefaultMaxWait, "cap on the long-polling wait clients ask for")
 	f.StringVar(&cfg.Deltas.Mode, "deltas", bundleserver.DeltasAuto, "delta bundles: auto (when unsigned), on (also with signed snapshots) or off")

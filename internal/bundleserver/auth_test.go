@@ -224,3 +224,44 @@ func TestAuthConfigErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestTokenFileRotation: a token file edited in place is re-read (no restart); a file that stops parsing
+// keeps its last good tokens.
+func TestTokenFileRotation(t *testing.T) {
+	t.Parallel()
+	file := filepath.Join(t.TempDir(), "tokens")
+	write := func(data string, at time.Time) {
+		t.Helper()
+		if err := os.WriteFile(file, []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(file, at, at); err != nil { // visible even on coarse timestamps
+			t.Fatal(err)
+		}
+	}
+	write(tokenA+"\n", time.Now())
+	s := newServer(t, newSource(t), func(c *Config) { c.Auth = AuthConfig{TokenFiles: []string{file}} })
+	run(t, s)
+	waitReady(t, http.DefaultClient, "http://"+s.Addr().String())
+	status := func(tok string) int {
+		t.Helper()
+		s.auth.lastCheck.Store(0) // look at the file now
+		resp, _ := get(t, s.URL(), map[string]string{"Authorization": "Bearer " + tok})
+		return resp.StatusCode
+	}
+	if a, b := status(tokenA), status(tokenB); a != http.StatusOK || b != http.StatusUnauthorized {
+		t.Fatalf("before the rotation: A %d, B %d", a, b)
+	}
+	write(tokenA+"\n"+tokenB+"\n", time.Now().Add(time.Minute))
+	if a, b := status(tokenA), status(tokenB); a != http.StatusOK || b != http.StatusOK {
+		t.Fatalf("during the rotation: A %d, B %d", a, b)
+	}
+	write(tokenB+"\n", time.Now().Add(2*time.Minute))
+	if a, b := status(tokenA), status(tokenB); a != http.StatusUnauthorized || b != http.StatusOK {
+		t.Fatalf("after the rotation: A %d, B %d", a, b)
+	}
+	write("short\n", time.Now().Add(3*time.Minute))
+	if b := status(tokenB); b != http.StatusOK {
+		t.Fatalf("a broken file dropped the last good token: B %d", b)
+	}
+}

@@ -87,7 +87,7 @@ type AuthConfig struct {
 	// read from YAML: secrets come from TokenFiles or the environment.
 	Tokens []string `yaml:"-"`
 	// TokenFiles hold accepted tokens, one per line (blank lines and lines starting with # are skipped),
-	// read by New.
+	// read by New and re-read when they change (a file that stops parsing keeps its last good tokens).
 	TokenFiles []string `yaml:"token_files"`
 	// PublicMetrics serves /metrics without authentication (Prometheus without credentials).
 	PublicMetrics bool `yaml:"public_metrics"`

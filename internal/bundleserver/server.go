@@ -227,7 +227,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}()
 	s.logger.Info("bundle server listening", "addr", s.Addr().String(), "path", BundlePath,
 		"signed", len(s.cfg.Build.SigningKey) > 0, "deltas", s.history != nil, "tls", s.cfg.TLS.Enabled(), "client_certs", s.cfg.TLS.MutualTLS(),
-		"tokens", len(s.auth.tokens))
+		"tokens", len(*s.auth.tokens.Load()))
 	if !s.auth.enabled() {
 		if tcp, ok := s.Addr().(*net.TCPAddr); ok && !tcp.IP.IsLoopback() {
 			s.logger.Warn("bundle server without authentication on a non-loopback address: anyone who reaches it "+
