@@ -398,23 +398,32 @@ func TestBundleServiceConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
-		name string
-		b    BundleConfig
-		want string
+		name  string
+		start string // the OPA-format configuration's services.keygate
+		b     BundleConfig
+		want  string
 	}{
-		{"plain", BundleConfig{}, `{"url":"https://b:8282"}`},
-		{"token", BundleConfig{Token: "tok"}, `{"credentials":{"bearer":{"token":"tok"}},"url":"https://b:8282"}`},
-		{"token file", BundleConfig{TokenFile: tokenFile}, `{"credentials":{"bearer":{"token_path":"` + tokenFile + `"}},"url":"https://b:8282"}`},
-		{"ca and client certificate", BundleConfig{CACert: "ca.pem", ClientCert: "c.pem", ClientKey: "k.pem"},
+		{"plain", "", BundleConfig{}, `{"url":"https://b:8282"}`},
+		{"the configuration's credentials stand", `{"credentials":{"bearer":{"token_path":"/t"}},"tls":{"system_ca_required":true}}`,
+			BundleConfig{CACert: "ca.pem"},
+			`{"credentials":{"bearer":{"token_path":"/t"}},"tls":{"ca_cert":"ca.pem","system_ca_required":true},"url":"https://b:8282"}`},
+		{"token", "", BundleConfig{Token: "tok"}, `{"credentials":{"bearer":{"token":"tok"}},"url":"https://b:8282"}`},
+		{"token file", "", BundleConfig{TokenFile: tokenFile}, `{"credentials":{"bearer":{"token_path":"` + tokenFile + `"}},"url":"https://b:8282"}`},
+		{"ca and client certificate", "", BundleConfig{CACert: "ca.pem", ClientCert: "c.pem", ClientKey: "k.pem"},
 			`{"credentials":{"client_tls":{"cert":"c.pem","private_key":"k.pem"}},"tls":{"ca_cert":"ca.pem"},"url":"https://b:8282"}`},
-		{"client certificate and token file", BundleConfig{ClientCert: "c.pem", ClientKey: "k.pem", TokenFile: tokenFile},
+		{"client certificate and token file", "", BundleConfig{ClientCert: "c.pem", ClientKey: "k.pem", TokenFile: tokenFile},
 			`{"credentials":{"client_tls":{"cert":"c.pem","private_key":"k.pem"}},"headers":{"Authorization":"Bearer from-file"},"url":"https://b:8282"}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			u, _ := url.Parse("https://b:8282/bundles/keygate.tar.gz")
-			svc, err := bundleService(u, tc.b)
-			if err != nil {
+			svc := map[string]any{}
+			if tc.start != "" {
+				if err := json.Unmarshal([]byte(tc.start), &svc); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := bundleService(svc, u, tc.b); err != nil {
 				t.Fatal(err)
 			}
 			got, _ := json.Marshal(svc)
