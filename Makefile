@@ -60,8 +60,8 @@ go-test: ## go vet and go test ./...
 policy-test: ## opa fmt --fail, opa check --strict, opa test with coverage >= 90%
 	$(OPA) fmt --list --fail policies/
 	$(OPA) check --strict policies/
-	$(OPA) test policies/ --coverage --threshold 90 --format json > /dev/null || { $(OPA) test -v policies/ | tail -40; exit 1; }
-	@$(OPA) test policies/ --coverage | python3 -c 'import json,sys; print("rego coverage: %.1f%%" % json.load(sys.stdin)["coverage"])'
+	$(OPA) test policies/ --timeout 120s --coverage --threshold 90 --format json > /dev/null || { $(OPA) test --timeout 120s -v policies/ | tail -40; exit 1; }
+	@$(OPA) test policies/ --timeout 120s --coverage | python3 -c 'import json,sys; print("rego coverage: %.1f%%" % json.load(sys.stdin)["coverage"])'
 
 .PHONY: rules-test
 rules-test: ## promtool check + unit tests of the Prometheus alert rules (skipped without promtool, except under CI=1)
