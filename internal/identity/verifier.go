@@ -205,7 +205,8 @@ type header struct {
 	Crit []string `json:"crit"`
 }
 
-// Verify checks token's signature against the key its kid names (whose declared algorithm must be the
+// Verify checks that token's header and claims are strict JSON (no repeated names, UTF-8, NumericDates as
+// numbers: strict.go), its signature against the key its kid names (whose declared algorithm must be the
 // token's), then exp and nbf (with the configured skew), iss and aud. Errors are *Error.
 func (v *Verifier) Verify(ctx context.Context, token string) (Claims, error) {
 	if token == "" {
@@ -233,6 +234,9 @@ func (v *Verifier) verify(ctx context.Context, token string, now time.Time) (Cla
 	}
 	if len(h.Crit) > 0 {
 		return Claims{}, reject(ReasonMalformed, "unsupported critical header parameters %v", h.Crit)
+	}
+	if err := checkClaims(token); err != nil {
+		return Claims{}, reject(ReasonMalformed, "%w", err)
 	}
 	if h.Kid == "" {
 		return Claims{}, reject(ReasonUnknownKey, "token has no kid")
@@ -327,6 +331,9 @@ func parseHeader(token string) (header, error) {
 	}
 	raw, err := base64.RawURLEncoding.DecodeString(token[:first])
 	if err != nil {
+		return h, reject(ReasonMalformed, "header: %w", err)
+	}
+	if err := strictJSON(raw); err != nil {
 		return h, reject(ReasonMalformed, "header: %w", err)
 	}
 	if err := json.Unmarshal(raw, &h); err != nil {
