@@ -12,6 +12,17 @@ const (
 	ReasonNoBundle         = "no_bundle"
 	ReasonEvaluationError  = "evaluation_error"
 	ReasonDeadlineExceeded = "deadline_exceeded"
+	// ReasonMalformedRequest: the CheckRequest's bytes are not a CheckRequest protobuf-go decodes (invalid
+	// UTF-8 in a string field, bad wire format, metadata nested too deep).
+	ReasonMalformedRequest = "malformed_request"
+	// ReasonRequestTooLarge: the CheckRequest is larger than the sidecar's max_request_bytes.
+	ReasonRequestTooLarge = "request_too_large"
+	// ReasonPathTooLong: the :path is over max_path_bytes or has more than max_path_segments segments.
+	ReasonPathTooLong = "path_too_long"
+	// ReasonAmbiguousRequest: the request could mean two things to keygate and the upstream (a repeated
+	// Authorization or org header, header names differing only in case, disagreeing org headers, a
+	// method-override header).
+	ReasonAmbiguousRequest = "ambiguous_request"
 
 	// ReasonNone labels allowed decisions in metrics.
 	ReasonNone = "none"
@@ -30,7 +41,8 @@ func init() {
 		"missing_workspace", "unknown_workspace", "workspace_not_in_org", "last_org_admin",
 		"last_provider_admin", "free_plan_single_org", "escalation", "not_permitted",
 		ReasonUnauthenticated, ReasonInvalidToken, ReasonRouteNotFound, ReasonInvalidPath, ReasonNoBundle,
-		ReasonEvaluationError, ReasonDeadlineExceeded,
+		ReasonEvaluationError, ReasonDeadlineExceeded, ReasonMalformedRequest, ReasonRequestTooLarge,
+		ReasonPathTooLong, ReasonAmbiguousRequest,
 	} {
 		reasons[r] = true
 	}

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keygate/keygate/internal/envoyauth"
 	"github.com/keygate/keygate/internal/identity"
 	"github.com/keygate/keygate/internal/tlsconfig"
 )
@@ -128,6 +129,28 @@ type Config struct {
 	// decision_logs, status, labels, persistence_directory; JSON. LoadConfig fills it from the top level of a
 	// --config-file. Bundle (bundle.url, --bundle-url, ...) is rendered onto it (renderOPAConfig).
 	OPA json.RawMessage `yaml:"-"`
+
+	// MaxRequestBytes bounds a CheckRequest's encoded size: a larger one is denied (request_too_large) before
+	// it is decoded. Default 1 MiB: a request under Envoy's default header limit (max_request_headers_kb
+	// 60 KiB) is a fraction of it.
+	MaxRequestBytes int `yaml:"max_request_bytes"`
+	// MaxReceiveBytes is gRPC's receive limit (grpc.MaxRecvMsgSize): a message over it is refused by gRPC
+	// (RESOURCE_EXHAUSTED, which Envoy's failure_mode_allow: false turns into a denial) without being read.
+	// Between MaxRequestBytes and MaxReceiveBytes keygate answers with a denial. Default 16 MiB, twice
+	// Envoy's largest header limit (max_request_headers_kb 8192), so every CheckRequest Envoy can send
+	// without with_request_body gets a denial, never a gRPC error. At least MaxRequestBytes.
+	MaxReceiveBytes int `yaml:"max_receive_bytes"`
+	// MaxPathBytes bounds the request's :path (query included) in bytes; MaxPathSegments its segments. A
+	// longer path is denied (path_too_long) before it is matched. Defaults 8192 and 64 (the identity route
+	// table's longest route has 7 segments; common proxies refuse request lines over 8 KiB).
+	MaxPathBytes    int `yaml:"max_path_bytes"`
+	MaxPathSegments int `yaml:"max_path_segments"`
+
+	// MethodOverride says what to do with a request carrying a method-override header (x-http-method-override,
+	// x-http-method, x-method-override), which an upstream may obey instead of the method keygate decided on:
+	// "deny" (the default) denies it with ambiguous_request; "remove" decides on the request's own method and
+	// removes the headers from an allowed request before it goes upstream.
+	MethodOverride string `yaml:"method_override"`
 }
 
 // DataAPIConfig restricts OPA's data API (/v1/data).
@@ -137,6 +160,12 @@ type DataAPIConfig struct {
 	// other paths get 403.
 	AllowRawData bool `yaml:"allow_raw_data"`
 }
+
+// MethodOverride values.
+const (
+	MethodOverrideDeny   = "deny"
+	MethodOverrideRemove = "remove"
+)
 
 // BundleConfig says where the bundle comes from and how it is verified.
 type BundleConfig struct {
@@ -213,6 +242,21 @@ func (c *Config) SetDefaults() {
 	}
 	if c.DecisionLogs.QueueSize == 0 {
 		c.DecisionLogs.QueueSize = DefaultDecisionLogQueue
+	}
+	if c.MaxRequestBytes == 0 {
+		c.MaxRequestBytes = 1 << 20
+	}
+	if c.MaxReceiveBytes == 0 {
+		c.MaxReceiveBytes = max(16<<20, c.MaxRequestBytes)
+	}
+	if c.MaxPathBytes == 0 {
+		c.MaxPathBytes = envoyauth.DefaultMaxPathBytes
+	}
+	if c.MaxPathSegments == 0 {
+		c.MaxPathSegments = envoyauth.DefaultMaxPathSegments
+	}
+	if c.MethodOverride == "" {
+		c.MethodOverride = MethodOverrideDeny
 	}
 	b := &c.Bundle
 	if b.VerificationKeyID == "" {
@@ -329,6 +373,25 @@ func (c *Config) Validate() error {
 	}
 	if c.DecisionLogs.QueueSize < 1 {
 		return fmt.Errorf("decision_logs.queue_size: %d is below 1", c.DecisionLogs.QueueSize)
+	}
+	if c.MaxRequestBytes < 1 {
+		return fmt.Errorf("max_request_bytes: %d is below 1", c.MaxRequestBytes)
+	}
+	if c.MaxReceiveBytes < c.MaxRequestBytes || c.MaxReceiveBytes > 1<<30 {
+		return fmt.Errorf("max_receive_bytes: %d is outside [max_request_bytes (%d), 1 GiB]", c.MaxReceiveBytes,
+			c.MaxRequestBytes)
+	}
+	if c.MaxPathBytes < 1 {
+		return fmt.Errorf("max_path_bytes: %d is below 1", c.MaxPathBytes)
+	}
+	if c.MaxPathSegments < 1 {
+		return fmt.Errorf("max_path_segments: %d is below 1", c.MaxPathSegments)
+	}
+	switch c.MethodOverride {
+	case MethodOverrideDeny, MethodOverrideRemove:
+	default:
+		return fmt.Errorf("method_override: %q is neither %q nor %q", c.MethodOverride, MethodOverrideDeny,
+			MethodOverrideRemove)
 	}
 	return nil
 }

@@ -30,7 +30,7 @@ func TestMalformedCheckRequests(t *testing.T) {
 		{"no service", checkReq("GET", "/api/identity/orgs/org-layer5/teams", "", map[string]string{"authorization": tok}), 403, "route_not_found"},
 		{"bearer without token", checkReq("GET", "/api/identity/orgs/org-layer5/teams", "identity", map[string]string{"authorization": "Bearer "}), 401, "invalid_token"},
 		{"garbage token", checkReq("GET", "/api/identity/orgs/org-layer5/teams", "identity", map[string]string{"authorization": "Bearer a.b.c"}), 401, "invalid_token"},
-		{"huge path", checkReq("GET", "/x/"+longSegment(), "identity", map[string]string{"authorization": tok}), 403, "route_not_found"},
+		{"huge path", checkReq("GET", "/x/"+longSegment(), "identity", map[string]string{"authorization": tok}), 403, "path_too_long"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -51,6 +52,8 @@ type Sidecar struct {
 
 	idPrefix string
 	idSeq    atomic.Uint64
+
+	requestOpts envoyauth.Options // path limits and method overrides for NewRequest
 }
 
 // Run is New followed by Serve.
@@ -75,7 +78,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Sidecar, err 
 	var rnd [8]byte
 	_, _ = rand.Read(rnd[:])
 	s := &Sidecar{cfg: cfg, logger: logger, metrics: newMetrics(), health: health.NewServer(),
-		idPrefix: hex.EncodeToString(rnd[:])}
+		idPrefix: hex.EncodeToString(rnd[:]),
+		requestOpts: envoyauth.Options{MaxPathBytes: cfg.MaxPathBytes, MaxPathSegments: cfg.MaxPathSegments,
+			RemoveMethodOverride: cfg.MethodOverride == MethodOverrideRemove}}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	s.health.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
 
@@ -111,7 +116,10 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Sidecar, err 
 	}
 	// Streams are served on a fixed set of reused goroutines: their stacks have grown to what OPA's evaluator
 	// needs, so a Check evaluates inline without growing a fresh goroutine's stack or a hand-off.
-	grpcOpts := []grpc.ServerOption{grpc.NumStreamWorkers(uint32(max(64, 16*cfg.Workers)))}
+	// Check requests arrive as bytes (codec.go) and may be up to MaxReceiveBytes, so that every one of them
+	// gets a CheckResponse; Check denies those over MaxRequestBytes.
+	grpcOpts := []grpc.ServerOption{grpc.NumStreamWorkers(uint32(max(64, 16*cfg.Workers))),
+		grpc.ForceServerCodecV2(newCheckCodec()), grpc.MaxRecvMsgSize(cfg.MaxReceiveBytes)}
 	grpcTLS, err := cfg.GRPCTLS.Load(tls.RequireAndVerifyClientCert)
 	if err != nil {
 		return nil, fmt.Errorf("grpc_tls: %w", err)
@@ -124,7 +132,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Sidecar, err 
 		return nil, fmt.Errorf("http_tls: %w", err)
 	}
 	s.grpcServer = grpc.NewServer(grpcOpts...)
-	authv3.RegisterAuthorizationServer(s.grpcServer, s)
+	s.grpcServer.RegisterService(&checkServiceDesc, s)
 	healthpb.RegisterHealthServer(s.grpcServer, s.health)
 	reflection.Register(s.grpcServer)
 	s.httpServer = &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 10 * time.Second, TLSConfig: httpTLS,
@@ -239,29 +247,60 @@ func (s *Sidecar) decisionID() string {
 	return string(b[:17+len(n)])
 }
 
-// Check implements envoy.service.auth.v3.Authorization. It never returns an error: every failure is a
-// denial with its reason, so Envoy's failure_mode_allow never decides.
+// Check implements envoy.service.auth.v3.Authorization for a decoded request (in-process callers; the gRPC
+// server calls checkBytes). It never returns an error: every failure is a denial with its reason, so Envoy's
+// failure_mode_allow never decides.
 func (s *Sidecar) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	return s.check(ctx, time.Now(), req, ""), nil
+}
+
+// checkBytes answers a Check from its encoded request: over MaxRequestBytes it is denied as
+// request_too_large without being decoded, and a request protobuf-go does not decode (checkUnmarshal) is
+// denied as malformed_request.
+func (s *Sidecar) checkBytes(ctx context.Context, raw []byte) *authv3.CheckResponse {
 	start := time.Now()
+	if len(raw) > s.cfg.MaxRequestBytes {
+		return s.check(ctx, start, nil, envoyauth.ReasonRequestTooLarge)
+	}
+	req := &authv3.CheckRequest{}
+	if err := checkUnmarshal.Unmarshal(raw, req); err != nil {
+		return s.check(ctx, start, nil, envoyauth.ReasonMalformedRequest)
+	}
+	return s.check(ctx, start, req, "")
+}
+
+// check decides req, or denies with refused when it is set (a request that could not be read: req is nil),
+// and renders, counts and logs the decision.
+func (s *Sidecar) check(ctx context.Context, start time.Time, req *authv3.CheckRequest, refused string) *authv3.CheckResponse {
 	id := s.decisionID()
-	d, input, failed := s.decide(ctx, req)
+	var d envoyauth.Decision
+	var input *envoyauth.Request
+	var failed bool
+	if refused != "" {
+		d = envoyauth.Deny(http.StatusForbidden, refused)
+	} else {
+		d, input, failed = s.decide(ctx, req)
+	}
 	result := "deny"
 	if d.Allowed {
 		result = "allow"
 	} else if s.cfg.DryRun {
 		result = "dry_run"
 	}
-	var spoofed []string
+	var remove []string
 	if input != nil {
-		spoofed = input.Spoofed
+		remove = input.Spoofed
+		if len(input.MethodOverrides) > 0 {
+			remove = append(slices.Clip(remove), input.MethodOverrides...)
+		}
 	}
 	var resp *authv3.CheckResponse
 	if result == "dry_run" {
 		allowed := d
 		allowed.Allowed = true
-		resp = envoyauth.CheckResponse(allowed, id, spoofed)
+		resp = envoyauth.CheckResponse(allowed, id, remove)
 	} else {
-		resp = envoyauth.CheckResponse(d, id, spoofed)
+		resp = envoyauth.CheckResponse(d, id, remove)
 	}
 	elapsed := time.Since(start)
 	switch {
@@ -282,15 +321,15 @@ func (s *Sidecar) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.
 		e.Request = input // the Check is done with it: the log builds its input document
 		s.logs.log(e)
 	}
-	return resp, nil
+	return resp
 }
 
 // decide returns the decision, the translated request (nil when it could not be built) and whether the
 // denial is an internal failure (no bundle, evaluation error, deadline).
 func (s *Sidecar) decide(ctx context.Context, req *authv3.CheckRequest) (envoyauth.Decision, *envoyauth.Request, bool) {
-	r, err := envoyauth.NewRequest(req)
+	r, err := s.requestOpts.NewRequest(req)
 	if err != nil {
-		return envoyauth.Deny(http.StatusForbidden, envoyauth.ReasonInvalidPath), r, false
+		return envoyauth.Deny(http.StatusForbidden, envoyauth.ReasonOf(err)), r, false
 	}
 	if s.cfg.IdentityFromMetadata {
 		if id, ok := envoyauth.MetadataIdentity(req, s.cfg.MetadataNamespace, s.cfg.MetadataKey); ok {
