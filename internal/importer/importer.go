@@ -65,6 +65,14 @@ func exists(p string) bool { _, err := os.Stat(p); return err == nil }
 // Import reads the given files into a snapshot: keys (system keys), the catalogue's keychains, and per role a
 // keychain of its grants with the owner-only ones marked, extending the default role of that name.
 func Import(f Files) (model.Snapshot, Stats, error) {
+	return importWith(f, func(path string) (io.ReadCloser, error) { return os.Open(path) })
+}
+
+// importWith is Import reading files through open (tests read from memory).
+func importWith(f Files, open func(path string) (io.ReadCloser, error)) (model.Snapshot, Stats, error) {
+	readCSV := func(path string, required []string, each func(line int, row map[string]string) error) error {
+		return readCSV(open, path, required, each)
+	}
 	var s model.Snapshot
 	var st Stats
 	if f.Keys == "" {
@@ -178,8 +186,8 @@ func stableID(kind, name string) string {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", h[0:4], h[4:6], h[6:8], h[8:10], h[10:16])
 }
 
-func readCSV(path string, required []string, each func(line int, row map[string]string) error) error {
-	f, err := os.Open(path)
+func readCSV(open func(string) (io.ReadCloser, error), path string, required []string, each func(line int, row map[string]string) error) error {
+	f, err := open(path)
 	if err != nil {
 		return fmt.Errorf("reading %s: %w", path, err)
 	}

@@ -22,7 +22,7 @@ type checkFixture struct {
 	dev devIdentity
 }
 
-func newCheckFixture(t *testing.T, cfg Config) checkFixture {
+func newCheckFixture(t testing.TB, cfg Config) checkFixture {
 	t.Helper()
 	keys := newSigningPair(t)
 	b := build(t, demoModel(t, nil), keys.private)
