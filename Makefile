@@ -45,7 +45,7 @@ bundle: build ## Build bundles/dist/keygate.tar.gz from the embedded demo
 	$(BIN) build -o bundles/dist/keygate.tar.gz
 
 .PHONY: test
-test: prereqs fmt-check policy-test go-test rules-test ## Run every check: gofmt, opa fmt/check/test (coverage >= 90%), go vet + go test, promtool
+test: prereqs fmt-check policy-test go-test fuzz-short rules-test ## Run every check: gofmt, opa fmt/check/test (coverage >= 90%), go vet + go test, short fuzzing, promtool
 
 .PHONY: prereqs
 prereqs: ## Say which optional test prerequisites are missing and what is skipped without them (errors under CI=1)
@@ -55,6 +55,34 @@ prereqs: ## Say which optional test prerequisites are missing and what is skippe
 go-test: ## go vet and go test ./...
 	$(GO) vet ./...
 	$(GO) test $(GOTESTFLAGS) ./...
+
+# Fuzz targets, package:Target (`go test -fuzz` takes one package and one target per run). docs/security.md
+# says what each one holds.
+FUZZ_TARGETS := \
+	./internal/sidecar:FuzzCheck \
+	./internal/sidecar:FuzzFastPathMatchesPolicy \
+	./internal/envoyauth:FuzzNormalizePath \
+	./internal/identity:FuzzVerify \
+	./internal/identity:FuzzVerifyClaims \
+	./internal/seed:FuzzParse \
+	./internal/importer:FuzzImport
+FUZZTIME       ?= 10m
+FUZZTIME_SHORT ?= 5s
+
+define run-fuzz
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  pkg=$${t%%:*}; name=$${t##*:}; echo "fuzz $$pkg $$name ($(1))"; \
+	  $(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(1) $$pkg; \
+	done
+endef
+
+.PHONY: fuzz-short
+fuzz-short: ## Each fuzz target for FUZZTIME_SHORT (5s; part of make test)
+	$(call run-fuzz,$(FUZZTIME_SHORT))
+
+.PHONY: fuzz
+fuzz: ## Each fuzz target for FUZZTIME (default 10m each, one at a time); failures land in testdata/fuzz/
+	$(call run-fuzz,$(FUZZTIME))
 
 .PHONY: policy-test
 policy-test: ## opa fmt --fail, opa check --strict, opa test with coverage >= 90%
