@@ -13,7 +13,11 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/genproto/googleapis/rpc/code"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/encoding"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -293,5 +297,91 @@ func TestLongPathsAreDenied(t *testing.T) {
 			}
 			assertDenied(t, resp, 403, tc.reason)
 		})
+	}
+}
+
+// TestRequestSizeLimits: between max_request_bytes and max_receive_bytes a Check is denied as
+// request_too_large; over max_receive_bytes gRPC refuses it (RESOURCE_EXHAUSTED, the documented transport
+// limit that failure_mode_allow: false turns into Envoy's status_on_error).
+func TestRequestSizeLimits(t *testing.T) {
+	t.Parallel()
+	f := newCheckFixture(t, Config{MaxRequestBytes: 4 << 10, MaxReceiveBytes: 16 << 10})
+	conn := dial(t, f.s)
+	alice := "Bearer " + f.dev.token(t, "u-alice", "tok-alice", time.Hour)
+	sized := func(n int) *authv3.CheckRequest {
+		return checkReq("GET", "/api/identity/orgs/org-layer5/users", "identity",
+			map[string]string{"authorization": alice, "x-filler": strings.Repeat("a", n)})
+	}
+	resp, err := f.c.Check(context.Background(), sized(2<<10))
+	if err != nil || resp.GetOkResponse() == nil {
+		t.Fatalf("under the limit: %v %v", resp, err)
+	}
+	resp, err = f.c.Check(context.Background(), sized(8<<10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertDenied(t, resp, 403, "request_too_large")
+	raw, _ := proto.Marshal(sized(32 << 10))
+	if _, err := checkRaw(context.Background(), conn, raw); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("over max_receive_bytes: %v, want RESOURCE_EXHAUSTED", err)
+	}
+}
+
+// TestCodecKeepsHealthAndReflection: the server's codec hands only Check requests over as bytes; health and
+// reflection (grpcurl) still work, and reflection still describes the Authorization service.
+func TestCodecKeepsHealthAndReflection(t *testing.T) {
+	t.Parallel()
+	f := newCheckFixture(t, Config{})
+	conn := dial(t, f.s)
+	h, err := healthpb.NewHealthClient(conn).Check(context.Background(), &healthpb.HealthCheckRequest{
+		Service: authv3.Authorization_ServiceDesc.ServiceName})
+	if err != nil || h.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health %v %v", h, err)
+	}
+	stream, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_FileContainingSymbol{
+		FileContainingSymbol: authv3.Authorization_ServiceDesc.ServiceName}}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := stream.Recv()
+	if err != nil || len(r.GetFileDescriptorResponse().GetFileDescriptorProto()) == 0 {
+		t.Fatalf("reflection: %v %v", r, err)
+	}
+	_ = stream.CloseSend()
+}
+
+// TestConfigHostileLimits: the limits' defaults, and Validate naming each bad key.
+func TestConfigHostileLimits(t *testing.T) {
+	t.Parallel()
+	base := func() Config {
+		c := Config{Bundle: BundleConfig{File: "b.tar.gz"}, IdentityFromMetadata: true}
+		return c
+	}
+	c := base()
+	c.SetDefaults()
+	if c.MaxRequestBytes != 1<<20 || c.MaxReceiveBytes != 16<<20 || c.MaxPathBytes != 8192 ||
+		c.MaxPathSegments != 64 || c.MethodOverride != MethodOverrideDeny {
+		t.Fatalf("defaults %d %d %d %d %q", c.MaxRequestBytes, c.MaxReceiveBytes, c.MaxPathBytes, c.MaxPathSegments,
+			c.MethodOverride)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for key, edit := range map[string]func(*Config){
+		"max_request_bytes": func(c *Config) { c.MaxRequestBytes = -1 },
+		"max_receive_bytes": func(c *Config) { c.MaxRequestBytes, c.MaxReceiveBytes = 2<<20, 1<<20 },
+		"max_path_bytes":    func(c *Config) { c.MaxPathBytes = -5 },
+		"max_path_segments": func(c *Config) { c.MaxPathSegments = -1 },
+		"method_override":   func(c *Config) { c.MethodOverride = "allow" },
+	} {
+		c := base()
+		edit(&c)
+		c.SetDefaults()
+		if err := c.Validate(); err == nil || !strings.HasPrefix(err.Error(), key+":") {
+			t.Errorf("%s: Validate() = %v", key, err)
+		}
 	}
 }
