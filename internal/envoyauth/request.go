@@ -106,7 +106,8 @@ func NewRequest(req *authv3.CheckRequest) (*Request, error) { return Options{}.N
 //   - ErrPathTooLong: the :path is over MaxPathBytes, or has more than MaxPathSegments segments (checked
 //     before anything proportional to the path is allocated);
 //   - ErrAmbiguous: a header keygate decides on (Authorization, X-Current-Orgid, Layer5-Current-Orgid)
-//     appears twice in header_map (whatever the case) or as two case variants in the headers map, any two
+//     appears twice in header_map (whatever the case), as two case variants in the headers map, or with a
+//     "," (two values joined, as Envoy joins a repeated header in the headers map), any two
 //     names of the headers map differ only in case, both headers and header_map are set, X-Current-Orgid and
 //     Layer5-Current-Orgid are both set and differ, or a method-override header is present (unless
 //     RemoveMethodOverride);
@@ -159,6 +160,10 @@ func (o Options) NewRequest(req *authv3.CheckRequest) (*Request, error) {
 	case caseVariants(h.GetHeaders()):
 		return r, ErrAmbiguous
 	case xOrg != "" && l5Org != "" && xOrg != l5Org:
+		return r, ErrAmbiguous
+	case strings.IndexByte(r.Authorization, ',') >= 0 || strings.IndexByte(xOrg, ',') >= 0 ||
+		strings.IndexByte(l5Org, ',') >= 0:
+		// Envoy joins a repeated header's values with "," in the headers map; no token or org id has one.
 		return r, ErrAmbiguous
 	case len(r.MethodOverrides) > 0 && !o.RemoveMethodOverride:
 		return r, ErrAmbiguous
