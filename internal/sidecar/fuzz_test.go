@@ -22,10 +22,10 @@ import (
 // FuzzCheck feeds arbitrary bytes to the Check handler as gRPC delivers them (checkBytes): the answer is
 // always a CheckResponse, allowed or denied with a documented reason code and a JSON body, never a panic or
 // an internal failure (evaluation_error, deadline_exceeded with a 10s budget, no_bundle). Seeded with valid
-// requests and the hostile ones of TestHostileCheckRequestsAreDenied (smaller: max_request_bytes is 64 KiB
-// here).
+// requests and the hostile ones of TestHostileCheckRequestsAreDenied, kept small so that the fuzzer's
+// minimisation stays quick (max_request_bytes is 4 KiB here, metadata 200 deep stands for 4,000).
 func FuzzCheck(f *testing.F) {
-	fx := newCheckFixture(f, Config{MaxRequestBytes: 64 << 10, CheckTimeout: 10 * time.Second})
+	fx := newCheckFixture(f, Config{MaxRequestBytes: 4 << 10, CheckTimeout: 10 * time.Second})
 	alice := "Bearer " + fx.dev.token(f, "u-alice", "tok-alice", 24*time.Hour)
 	heidi := "Bearer " + fx.dev.token(f, "u-heidi", "tok-heidi", 24*time.Hour)
 	add := func(req *authv3.CheckRequest) {
@@ -47,16 +47,17 @@ func FuzzCheck(f *testing.F) {
 	payload, _ := structpb.NewStruct(map[string]any{"verified_jwt": map[string]any{"sub": "u-alice", "jti": "tok-alice"}})
 	md.Attributes.MetadataContext = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{"envoy.filters.http.jwt_authn": payload}}
 	add(md)
-	deep := checkReq("GET", "/a", "identity", nil)
-	deep.Attributes.MetadataContext = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{"x": deepStruct(40)}}
-	add(deep)
+	for _, depth := range []int{30, 200} {
+		deep := checkReq("GET", "/a", "identity", nil)
+		deep.Attributes.MetadataContext = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{"x": deepStruct(depth)}}
+		add(deep)
+	}
 	for _, tc := range hostileRequests(f, alice) {
-		if len(tc.raw) <= 128<<10 {
+		if len(tc.raw) <= 4<<10 {
 			f.Add(tc.raw)
 		}
 	}
-	big := checkReq("GET", "/a", "identity", map[string]string{"x-filler": strings.Repeat("a", 65<<10)})
-	add(big)
+	add(checkReq("GET", "/a", "identity", map[string]string{"x-filler": strings.Repeat("a", 5<<10)}))
 
 	ctx := context.Background()
 	f.Fuzz(func(t *testing.T, raw []byte) {
