@@ -121,8 +121,10 @@ const (
 // with parameters bound to demo ids or the fuzzer's string, mutated (trailing slash, a missing or extra
 // segment, an empty / "." / ".." / percent-encoded segment, "//", the method's case), with org headers and
 // identities drawn from the demo. A request NewRequest refuses is denied before any decision and skipped.
+// The evaluation budget is 10s, not 100ms: a fuzzing worker is instrumented and slow, and a deadline is not a
+// disagreement.
 func FuzzFastPathMatchesPolicy(f *testing.F) {
-	fx := newCheckFixture(f, Config{})
+	fx := newCheckFixture(f, Config{CheckTimeout: 10 * time.Second})
 	q := fx.s.engine.current.Load()
 	if q == nil || q.fast == nil {
 		f.Fatal("no fast path for the demo bundle")
