@@ -2,16 +2,12 @@ package envoyauth
 
 import (
 	"errors"
-	"os"
 	"slices"
 	"strings"
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"github.com/open-policy-agent/opa/v1/ast"
-
-	"github.com/keygate/keygate/policies"
 )
 
 // TestNormalizePathLimits: a path over the byte or segment limit is ErrPathTooLong whatever else is wrong
@@ -128,55 +124,5 @@ func TestNewRequestRefusesAmbiguity(t *testing.T) {
 				t.Fatalf("method overrides %v", r.MethodOverrides)
 			}
 		})
-	}
-}
-
-// TestReasonCodesAgree: reason.go's codes, policies/keygate/reason's codes and docs/decisions.md's list are
-// the same set.
-func TestReasonCodesAgree(t *testing.T) {
-	t.Parallel()
-	mods, err := policies.Modules()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rego []string
-	for _, m := range mods {
-		if m.Path != "keygate/reason/reason.rego" {
-			continue
-		}
-		mod, err := ast.ParseModule(m.Path, string(m.Raw))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, r := range mod.Rules {
-			if r.Head.Name.String() != "codes" {
-				continue
-			}
-			arr, ok := r.Head.Value.Value.(*ast.Array)
-			if !ok {
-				t.Fatalf("codes is %T", r.Head.Value.Value)
-			}
-			arr.Foreach(func(e *ast.Term) { rego = append(rego, string(e.Value.(ast.String))) })
-		}
-	}
-	if len(rego) == 0 {
-		t.Fatal("no codes in policies/keygate/reason")
-	}
-	goCodes := Reasons()
-	slices.Sort(goCodes)
-	sorted := slices.Sorted(slices.Values(rego))
-	if !slices.Equal(goCodes, sorted) {
-		t.Fatalf("reason.go %v\nreason.rego %v", goCodes, sorted)
-	}
-	doc, err := os.ReadFile("../../docs/decisions.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, list, _ := strings.Cut(string(doc), "## Reason codes")
-	list, _, _ = strings.Cut(list, "\n## ")
-	for _, c := range rego {
-		if !strings.Contains(list, "`"+c+"`") {
-			t.Errorf("docs/decisions.md's reason code list lacks %s", c)
-		}
 	}
 }
