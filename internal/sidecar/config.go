@@ -40,6 +40,13 @@ const (
 	// The 1M-user bundle's data.json is 84 MiB (docs/performance.md): 256 MiB is three times that, and a
 	// fourth of OPA's own default (1 GiB), which let a 900 MB whitespace-padded data.json through (issue 11).
 	DefaultBundleSizeLimitBytes = 256 << 20
+	// DefaultMaxRequestBytes: a CheckRequest under Envoy's default header limit (max_request_headers_kb, 60 KiB)
+	// is a fraction of it; a larger one is denied (request_too_large).
+	DefaultMaxRequestBytes = 1 << 20
+	// DefaultMaxReceiveBytes is gRPC's receive limit: twice Envoy's largest header limit (8192 KiB), so every
+	// CheckRequest Envoy builds from headers and metadata is answered, never refused by gRPC.
+	DefaultMaxReceiveBytes = 16 << 20
+	DefaultMethodOverride  = MethodOverrideDeny
 )
 
 // Default is one row of the defaults table.
@@ -60,6 +67,11 @@ var Defaults = []Default{
 	{"keygate.shutdown_timeout", DefaultShutdownTimeout.String()},
 	{"keygate.max_bundle_age", DefaultMaxBundleAge.String()},
 	{"keygate.decision_logs.queue_size", strconv.Itoa(DefaultDecisionLogQueue)},
+	{"keygate.max_request_bytes", strconv.Itoa(DefaultMaxRequestBytes)},
+	{"keygate.max_receive_bytes", strconv.Itoa(DefaultMaxReceiveBytes)},
+	{"keygate.max_path_bytes", strconv.Itoa(envoyauth.DefaultMaxPathBytes)},
+	{"keygate.max_path_segments", strconv.Itoa(envoyauth.DefaultMaxPathSegments)},
+	{"keygate.method_override", DefaultMethodOverride},
 	{"keygate.bundle.verification_key_id", DefaultVerificationKeyID},
 	{"keygate.bundle.verification_alg", "by the key's type: ES256 (EC), RS256 (RSA), HS256 (a secret)"},
 	{"keygate.bundle.min_delay", DefaultPollMin.String()},
@@ -244,10 +256,10 @@ func (c *Config) SetDefaults() {
 		c.DecisionLogs.QueueSize = DefaultDecisionLogQueue
 	}
 	if c.MaxRequestBytes == 0 {
-		c.MaxRequestBytes = 1 << 20
+		c.MaxRequestBytes = DefaultMaxRequestBytes
 	}
 	if c.MaxReceiveBytes == 0 {
-		c.MaxReceiveBytes = max(16<<20, c.MaxRequestBytes)
+		c.MaxReceiveBytes = max(DefaultMaxReceiveBytes, c.MaxRequestBytes)
 	}
 	if c.MaxPathBytes == 0 {
 		c.MaxPathBytes = envoyauth.DefaultMaxPathBytes
@@ -256,7 +268,7 @@ func (c *Config) SetDefaults() {
 		c.MaxPathSegments = envoyauth.DefaultMaxPathSegments
 	}
 	if c.MethodOverride == "" {
-		c.MethodOverride = MethodOverrideDeny
+		c.MethodOverride = DefaultMethodOverride
 	}
 	b := &c.Bundle
 	if b.VerificationKeyID == "" {
