@@ -17,6 +17,7 @@ import (
 	"github.com/keygate/keygate/internal/compiler"
 	"github.com/keygate/keygate/internal/model"
 	"github.com/keygate/keygate/internal/store"
+	"github.com/keygate/keygate/internal/tracing"
 )
 
 func init() { register(newServeCmd) }
@@ -54,6 +55,8 @@ func newServeCmd(e *env) *cobra.Command {
 		debounce time.Duration
 		rebuild  time.Duration
 		watch    bool
+		trc      tracing.Config
+		ratio    float64
 	)
 	cmd := &cobra.Command{
 		Use:   "serve (--seed FILE | --database-url URL) [--signing-key PEM] [--addr HOST:PORT]",
@@ -93,6 +96,12 @@ and --tls-key serve HTTPS (TLS 1.2+). See docs/security.md.`,
 				return err
 			}
 			cfg.Build = opts
+			tracer, flush, err := startServeTracing(ctx, cmd.Flags(), trc, ratio, e.logger)
+			if err != nil {
+				return err
+			}
+			defer flush()
+			cfg.Tracer = tracer
 			if env := e.getenv("KEYGATE_BUNDLE_TOKENS"); env != "" {
 				toks, err := bundleserver.ReadTokens([]byte(strings.ReplaceAll(env, ",", "\n")))
 				if err != nil {
@@ -170,6 +179,7 @@ and --tls-key serve HTTPS (TLS 1.2+). See docs/security.md.`,
 	sign.register(cmd)
 	f := cmd.Flags()
 	f.StringVar(&cfg.Addr, "addr", bundleserver.DefaultAddr, "HTTP listener host:port")
+	addTracingFlags(f, &trc, &ratio)
 	f.StringVar(&cfg.TLS.CertFile, "tls-cert", "", "serve HTTPS with this PEM certificate (chain)")
 	f.StringVar(&cfg.TLS.KeyFile, "tls-key", "", "PEM private key of --tls-cert")
 	f.StringVar(&cfg.TLS.ClientCAFile, "tls-client-ca", "", "PEM CA(s) whose client certificates authenticate a sidecar (mutual TLS)")

@@ -17,6 +17,7 @@ import (
 	"github.com/keygate/keygate/internal/compiler"
 	"github.com/keygate/keygate/internal/model"
 	"github.com/keygate/keygate/internal/tlsconfig"
+	"github.com/keygate/keygate/internal/tracing"
 )
 
 // MinTokenLength is the shortest bearer token the server accepts in its configuration.
@@ -77,6 +78,8 @@ type Config struct {
 	Deltas DeltaConfig `yaml:"deltas"`
 	// Source reads the data snapshot (without the built-in catalogue, which the build adds). Required.
 	Source func(ctx context.Context) (model.Snapshot, error) `yaml:"-"`
+	// Tracer, when set, records a keygate.build span per build (the caller shuts it down). Nil: no tracing.
+	Tracer *tracing.Tracer `yaml:"-"`
 }
 
 // AuthConfig turns client authentication on: when any token or a client CA (TLS.ClientCAFile) is set,

@@ -18,9 +18,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/keygate/keygate/internal/catalog"
 	"github.com/keygate/keygate/internal/compiler"
+	"github.com/keygate/keygate/internal/tracing"
 )
 
 // Content types of bundle responses. OPA's downloader keeps long polling only while the server answers with
@@ -316,9 +318,16 @@ func (s *Server) Build(ctx context.Context) error {
 	s.nextDirty = time.Time{}
 	s.mu.Unlock()
 
+	var span trace.Span
+	if s.cfg.Tracer != nil {
+		ctx, span = s.cfg.Tracer.StartBuild(ctx)
+	}
 	start := time.Now()
 	rev, changed, err := s.build(ctx)
 	took := time.Since(start)
+	if span != nil {
+		tracing.EndBuild(span, rev, took, err)
+	}
 	s.metrics.buildDone(err == nil, took)
 
 	s.mu.Lock()

@@ -16,6 +16,7 @@ import (
 	"github.com/keygate/keygate/internal/envoyauth"
 	"github.com/keygate/keygate/internal/identity"
 	"github.com/keygate/keygate/internal/tlsconfig"
+	"github.com/keygate/keygate/internal/tracing"
 )
 
 // Defaults: every default of the sidecar's configuration lives here (SetDefaults, the flags of keygate authz
@@ -131,6 +132,8 @@ type Config struct {
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 
 	DecisionLogs DecisionLogConfig `yaml:"decision_logs"`
+	// Tracing exports a keygate.check span per Check over OTLP (internal/tracing). Off by default.
+	Tracing tracing.Config `yaml:"tracing"`
 
 	// MaxBundleAge: once the bundle server has not confirmed the active bundle (a 200 or a 304) for this long,
 	// readiness fails (/health?bundles 500, gRPC health NOT_SERVING); Checks keep being answered from the
@@ -287,10 +290,14 @@ func (c *Config) SetDefaults() {
 	if !c.IdentityFromMetadata {
 		c.Identity.SetDefaults()
 	}
+	c.Tracing.SetDefaults(tracing.ServiceAuthz)
 }
 
 // Validate checks the configuration (after SetDefaults) and names the bad key.
 func (c *Config) Validate() error {
+	if err := c.Tracing.Validate(); err != nil {
+		return err
+	}
 	if err := validAddr(c.GRPCAddr); err != nil {
 		return fmt.Errorf("grpc_addr: %w", err)
 	}

@@ -20,6 +20,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
@@ -29,6 +30,7 @@ import (
 
 	"github.com/keygate/keygate/internal/envoyauth"
 	"github.com/keygate/keygate/internal/identity"
+	"github.com/keygate/keygate/internal/tracing"
 )
 
 // Sidecar is a configured sidecar; Serve runs it.
@@ -42,6 +44,7 @@ type Sidecar struct {
 	verifier *identity.Verifier
 	pool     *pool
 	logs     *decisionLog
+	tracer   *tracing.Tracer // nil: tracing off
 	health   *health.Server
 	ready    atomic.Bool
 
@@ -110,6 +113,10 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Sidecar, err 
 	}
 	cleanup = append(cleanup, func() { _ = s.httpLis.Close() })
 
+	if s.tracer, err = tracing.New(ctx, cfg.Tracing); err != nil {
+		return nil, fmt.Errorf("tracing: %w", err)
+	}
+	cleanup = append(cleanup, func() { _ = s.tracer.Shutdown(context.Background()) })
 	s.pool = newPool(cfg.Workers, s.engine.hot)
 	if s.engine.logs != nil {
 		s.logs = newDecisionLog(logger, cfg.DecisionLogs.QueueSize, s.engine.logs.Log, s.metrics.logsDropped.Inc)
@@ -232,6 +239,9 @@ func (s *Sidecar) shutdown() {
 	}
 	s.logs.close() // hands the queued entries to OPA's decision log plugin, which flushes them on stop
 	s.engine.stop(ctx)
+	if err := s.tracer.Shutdown(ctx); err != nil {
+		s.logger.Warn("flushing the trace spans", "error", err)
+	}
 	if s.verifier != nil {
 		_ = s.verifier.Close(ctx)
 	}
@@ -273,6 +283,10 @@ func (s *Sidecar) checkBytes(ctx context.Context, raw []byte) *authv3.CheckRespo
 // and renders, counts and logs the decision.
 func (s *Sidecar) check(ctx context.Context, start time.Time, req *authv3.CheckRequest, refused string) *authv3.CheckResponse {
 	id := s.decisionID()
+	var span trace.Span // nil unless tracing is on: the disabled path costs this nil check only
+	if s.tracer != nil {
+		ctx, span = s.tracer.StartCheck(ctx, req.GetAttributes().GetRequest().GetHttp().GetHeaders())
+	}
 	var d envoyauth.Decision
 	var input *envoyauth.Request
 	var failed bool
@@ -320,6 +334,9 @@ func (s *Sidecar) check(ctx context.Context, start time.Time, req *authv3.CheckR
 		}
 		e.Request = input // the Check is done with it: the log builds its input document
 		s.logs.log(e)
+	}
+	if span != nil {
+		tracing.EndCheck(span, result, d.Reason, d.Route, s.Revision(), failed)
 	}
 	return resp
 }
