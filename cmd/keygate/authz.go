@@ -50,7 +50,6 @@ func newAuthzCmd(e *env) *cobra.Command {
 		fl         sidecar.Config
 		audiences  []string
 		gcPercent  int
-		ratio      float64
 	)
 	cmd := &cobra.Command{
 		Use:   "authz (--bundle-url URL | --bundle-file FILE) (--jwks-file FILE | --jwks-url URL | --identity-from-metadata)",
@@ -80,9 +79,6 @@ overrides it as OPA's --set does. Flags override the configuration files.`,
 			applyAuthzFlags(cmd.Flags(), &cfg, &fl, audiences)
 			if cmd.Flags().Changed("max-bundle-age") {
 				cfg.MaxBundleAge = &maxAge
-			}
-			if cmd.Flags().Changed("tracing-sample-ratio") {
-				cfg.Tracing.SampleRatio = &ratio
 			}
 			if tok := e.getenv("KEYGATE_BUNDLE_TOKEN"); tok != "" && cfg.Bundle.URL != "" && cfg.Bundle.Token == "" && cfg.Bundle.TokenFile == "" {
 				cfg.Bundle.Token = tok
@@ -138,7 +134,7 @@ overrides it as OPA's --set does. Flags override the configuration files.`,
 	f.DurationVar(&fl.ShutdownTimeout, "shutdown-timeout", sidecar.DefaultShutdownTimeout, "graceful shutdown bound")
 	f.BoolVar(&fl.DecisionLogs.Disabled, "no-decision-logs", false, "disable decision logs")
 	f.IntVar(&fl.DecisionLogs.QueueSize, "decision-log-queue", sidecar.DefaultDecisionLogQueue, "decision log queue bound (entries past it are dropped and counted)")
-	addTracingFlags(f, &fl.Tracing, &ratio)
+	addTracingFlags(f, &fl.Tracing, new(float64)) // applyAuthzFlags reads the ratio by name
 	return cmd
 }
 
@@ -188,4 +184,8 @@ func applyAuthzFlags(fs *pflag.FlagSet, cfg, fl *sidecar.Config, audiences []str
 	set("decision-log-queue", func() { cfg.DecisionLogs.QueueSize = fl.DecisionLogs.QueueSize })
 	set("tracing-endpoint", func() { cfg.Tracing.Endpoint = fl.Tracing.Endpoint; cfg.Tracing.Enabled = fl.Tracing.Endpoint != "" })
 	set("tracing-insecure", func() { cfg.Tracing.Insecure = fl.Tracing.Insecure })
+	set("tracing-sample-ratio", func() {
+		r, _ := fs.GetFloat64("tracing-sample-ratio")
+		cfg.Tracing.SampleRatio = &r
+	})
 }
