@@ -12,6 +12,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+
+	"github.com/open-policy-agent/opa/v1/ast"
 
 	"github.com/keygate/keygate/internal/envoyauth"
 	"github.com/keygate/keygate/internal/identity"
@@ -48,6 +51,7 @@ const (
 	// CheckRequest Envoy builds from headers and metadata is answered, never refused by gRPC.
 	DefaultMaxReceiveBytes = 16 << 20
 	DefaultMethodOverride  = MethodOverrideDeny
+	DefaultDecisionPath    = "keygate/envoy/response"
 )
 
 // Default is one row of the defaults table.
@@ -73,6 +77,7 @@ var Defaults = []Default{
 	{"keygate.max_path_bytes", strconv.Itoa(envoyauth.DefaultMaxPathBytes)},
 	{"keygate.max_path_segments", strconv.Itoa(envoyauth.DefaultMaxPathSegments)},
 	{"keygate.method_override", DefaultMethodOverride},
+	{"keygate.decision_path", DefaultDecisionPath},
 	{"keygate.bundle.verification_key_id", DefaultVerificationKeyID},
 	{"keygate.bundle.verification_alg", "by the key's type: ES256 (EC), RS256 (RSA), HS256 (a secret)"},
 	{"keygate.bundle.min_delay", DefaultPollMin.String()},
@@ -114,6 +119,11 @@ type Config struct {
 	// DisableFastPath makes every Check evaluate the full data.keygate.envoy.response (for comparison and
 	// debugging); by default allowed requests are answered by data.keygate.authz.allow on a Go-matched route.
 	DisableFastPath bool `yaml:"disable_fast_path"`
+	// DecisionPath is the rule every Check evaluates, slash-separated under data as opa-envoy-plugin's path
+	// (default keygate/envoy/response). Its result must have opa-envoy-plugin's response shape (allowed,
+	// headers, body, http_status). Another path disables the fast path, which evaluates the default's
+	// data.keygate.envoy.routed.
+	DecisionPath string `yaml:"decision_path"`
 
 	// DryRun allows every request but logs and counts (result="dry_run") those the policy denies.
 	DryRun bool `yaml:"dry_run"`
@@ -273,6 +283,9 @@ func (c *Config) SetDefaults() {
 	if c.MethodOverride == "" {
 		c.MethodOverride = DefaultMethodOverride
 	}
+	if c.DecisionPath == "" {
+		c.DecisionPath = DefaultDecisionPath
+	}
 	b := &c.Bundle
 	if b.VerificationKeyID == "" {
 		b.VerificationKeyID = DefaultVerificationKeyID
@@ -297,6 +310,9 @@ func (c *Config) SetDefaults() {
 func (c *Config) Validate() error {
 	if err := c.Tracing.Validate(); err != nil {
 		return err
+	}
+	if _, err := DecisionRef(c.DecisionPath); err != nil {
+		return fmt.Errorf("decision_path: %w", err)
 	}
 	if err := validAddr(c.GRPCAddr); err != nil {
 		return fmt.Errorf("grpc_addr: %w", err)
@@ -426,4 +442,22 @@ func validAddr(a string) error {
 		return fmt.Errorf("%q is not host:port or unix:///path", a)
 	}
 	return nil
+}
+
+// DecisionRef turns a slash-separated decision path (opa-envoy-plugin's path: "keygate/envoy/response", a
+// leading "/" allowed) into its data reference ("data.keygate.envoy.response").
+func DecisionRef(path string) (string, error) {
+	segs := strings.Split(strings.TrimPrefix(path, "/"), "/")
+	ref := ast.Ref{ast.DefaultRootDocument}
+	for _, seg := range segs {
+		if seg == "" || strings.ContainsFunc(seg, unicode.IsSpace) {
+			return "", fmt.Errorf("%q is not a path like keygate/envoy/response", path)
+		}
+		ref = append(ref, ast.StringTerm(seg))
+	}
+	s := ref.String()
+	if parsed, err := ast.ParseRef(s); err != nil || !parsed.Equal(ref) {
+		return "", fmt.Errorf("%q is not a valid reference", path)
+	}
+	return s, nil
 }

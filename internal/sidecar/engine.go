@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -95,6 +96,9 @@ type engine struct {
 	plugin  *bundleplugin.Plugin
 	current atomic.Pointer[queries]
 	onReady func()
+	// responsePath is the Check's rule (Config.DecisionPath as a data reference); the fast path only
+	// stands for the default, PathEnvoyResponse.
+	responsePath string
 
 	mu           sync.Mutex // serialises refresh
 	lastActivate time.Time
@@ -139,6 +143,9 @@ func newEngine(cfg Config, logger *slog.Logger, m *metrics, onReady func()) (*en
 		return nil, err
 	}
 	e := &engine{logger: logger, metrics: m, manager: mgr, hot: hot, onReady: onReady, opaMetrics: opametrics.New()}
+	if e.responsePath, err = DecisionRef(cfg.DecisionPath); err != nil {
+		return nil, fmt.Errorf("decision_path: %w", err)
+	}
 	if src := bcfg.Bundles[bundleName]; src != nil && src.Service != "" && cfg.MaxBundleAge != nil {
 		e.maxAge = *cfg.MaxBundleAge // a bundle file is read once: no age
 	}
@@ -300,10 +307,14 @@ func (e *engine) refresh(ctx context.Context) {
 	}
 	q := &queries{revision: rev, activatedAt: time.Now(), store: store, compiler: compiler,
 		byPath: map[string]*rego.PreparedEvalQuery{}}
-	for _, p := range preparedPaths {
+	paths := preparedPaths
+	if !slices.Contains(paths, e.responsePath) {
+		paths = append(slices.Clip(paths), e.responsePath)
+	}
+	for _, p := range paths {
 		pq, err := prepare(ctx, store, compiler, p)
 		if err != nil {
-			if p == PathEnvoyResponse {
+			if p == e.responsePath {
 				e.metrics.activations.WithLabelValues("failure").Inc()
 				e.logger.Error("bundle has no usable Envoy decision", "revision", rev, "error", err)
 				return
@@ -311,12 +322,12 @@ func (e *engine) refresh(ctx context.Context) {
 			e.logger.Warn("decision not prepared", "path", p, "error", err)
 			continue
 		}
-		if p == PathEnvoyResponse {
+		if p == e.responsePath {
 			q.response = *pq
 		}
 		q.byPath[p] = pq
 	}
-	if routed := q.byPath[pathEnvoyRouted]; routed != nil {
+	if routed := q.byPath[pathEnvoyRouted]; routed != nil && e.responsePath == PathEnvoyResponse {
 		fp, err := newFastPath(ctx, store, routed)
 		if err != nil {
 			e.logger.Warn("fast path disabled for this bundle", "revision", rev, "error", err)

@@ -327,7 +327,7 @@ func (s *Sidecar) check(ctx context.Context, start time.Time, req *authv3.CheckR
 	}
 	s.metrics.decision(result, d.Reason)
 	if s.logs != nil {
-		e := decisionEntry{ID: id, Time: start, Path: PathEnvoyResponse, Revision: s.Revision(), Outcome: result,
+		e := decisionEntry{ID: id, Time: start, Path: s.engine.responsePath, Revision: s.Revision(), Outcome: result,
 			Reason: d.Reason, Decision: d, Duration: elapsed}
 		if p, ok := peer.FromContext(ctx); ok {
 			e.Peer = p.Addr
