@@ -94,3 +94,16 @@ response := {"allowed": true, "headers": {"x-custom": "yes"}} if input.attribute
 		t.Fatalf("POST: want the custom 401 denial, got %v", post)
 	}
 }
+
+// TestCustomDecisionPathUndefined: a decision path the bundle does not define denies every Check as an
+// evaluation error (fail closed), even a request keygate's own policy allows.
+func TestCustomDecisionPathUndefined(t *testing.T) {
+	t.Parallel()
+	f := newCheckFixture(t, Config{DecisionPath: "custom/authz/response"})
+	alice := "Bearer " + f.dev.token(t, "u-alice", "tok-alice", 3600e9)
+	resp, _ := f.s.Check(context.Background(), checkReq("GET", "/api/identity/orgs/org-layer5/users", "identity",
+		map[string]string{"authorization": alice}))
+	if resp.GetOkResponse() != nil || !strings.Contains(resp.GetDeniedResponse().GetBody(), `"reason":"evaluation_error"`) {
+		t.Fatalf("want an evaluation_error denial, got %v", resp)
+	}
+}
