@@ -56,20 +56,19 @@ for url in "http://127.0.0.1:18181/health?bundles" "http://127.0.0.1:18183/healt
 done
 
 # allowed_share PORT: the share of allowed decisions a keygate server made since the last call (its
-# keygate_decisions_total counters).
-declare -A LAST_ALLOW LAST_ALL
+# keygate_decisions_total counters; the last totals are kept in files, since run() calls this in a subshell).
 allowed_share() {
-  local m a t
+  local m a t last_a=0 last_t=0
   m=$(curl -s "http://127.0.0.1:$1/metrics")
   a=$(awk '/^keygate_decisions_total\{.*result="allow"/ {s+=$2} END {printf "%d", s}' <<<"$m")
   t=$(awk '/^keygate_decisions_total\{/ {s+=$2} END {printf "%d", s}' <<<"$m")
-  local da=$((a - ${LAST_ALLOW[$1]:-0})) dt=$((t - ${LAST_ALL[$1]:-0}))
-  LAST_ALLOW[$1]=$a LAST_ALL[$1]=$t
-  python3 -c "print(f'{100 * $da / max($dt, 1):.0f}% allowed of $dt')"
+  [ -f "$OUT/share.$1" ] && read -r last_a last_t < "$OUT/share.$1"
+  echo "$a $t" > "$OUT/share.$1"
+  python3 -c "print(f'{100 * ($a - $last_a) / max($t - $last_t, 1):.0f}% allowed of $((t - last_t))')"
 }
 
 cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }   # utime+stime in clock ticks
-allowed_share 18181 >/dev/null; allowed_share 18183 >/dev/null
+rm -f "$OUT"/share.*; allowed_share 18181 >/dev/null; allowed_share 18183 >/dev/null
 rss() { awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
 TCK=$(getconf CLK_TCK)
 
