@@ -2,9 +2,6 @@ package compiler_test
 
 import (
 	"fmt"
-	"os"
-	"strconv"
-	"strings"
 	"testing"
 
 	"github.com/keygate/keygate/internal/catalog"
@@ -13,19 +10,7 @@ import (
 	"github.com/keygate/keygate/internal/synth"
 )
 
-func deltaBenchSizes() []int {
-	spec := os.Getenv("KEYGATE_BENCH_USERS")
-	if spec == "" {
-		spec = "100000"
-	}
-	var out []int
-	for _, f := range strings.Split(spec, ",") {
-		if n, err := strconv.Atoi(strings.TrimSpace(f)); err == nil && n > 0 {
-			out = append(out, n)
-		}
-	}
-	return out
-}
+func deltaBenchSizes() []int { return synth.BenchSizes("100000") }
 
 func buildSnap(b *testing.B, snap model.Snapshot) *compiler.Bundle {
 	b.Helper()

@@ -3,10 +3,8 @@ package engine_test
 import (
 	"context"
 	"fmt"
-	"os"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -24,19 +22,7 @@ import (
 // Scale benchmarks: KEYGATE_BENCH_USERS (default "100000,1000000") synthetic users, 2 orgs and 2-3 roles
 // each. `make bench` runs them; docs/performance.md records the figures.
 
-func benchSizes() []int {
-	spec := os.Getenv("KEYGATE_BENCH_USERS")
-	if spec == "" {
-		spec = "100000,1000000"
-	}
-	var out []int
-	for _, f := range strings.Split(spec, ",") {
-		if n, err := strconv.Atoi(strings.TrimSpace(f)); err == nil && n > 0 {
-			out = append(out, n)
-		}
-	}
-	return out
-}
+func benchSizes() []int { return synth.BenchSizes("100000,1000000") }
 
 type scale struct {
 	snap   model.Snapshot

@@ -5,6 +5,9 @@ package synth
 
 import (
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 
 	"github.com/keygate/keygate/internal/model"
 )
@@ -70,4 +73,20 @@ func Generate(cfg Config) model.Snapshot {
 	}
 	s.Assignments = append(s.Assignments, model.Assignment{User: UserID(0), Role: model.RoleProviderAdmin})
 	return s
+}
+
+// BenchSizes returns the user counts the scale benchmarks run at: KEYGATE_BENCH_USERS (comma-separated, e.g.
+// "100000,1000000"; `make bench` sets it), else def.
+func BenchSizes(def string) []int {
+	spec := os.Getenv("KEYGATE_BENCH_USERS")
+	if spec == "" {
+		spec = def
+	}
+	var out []int
+	for _, f := range strings.Split(spec, ",") {
+		if n, err := strconv.Atoi(strings.TrimSpace(f)); err == nil && n > 0 {
+			out = append(out, n)
+		}
+	}
+	return out
 }
