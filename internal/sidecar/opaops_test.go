@@ -23,6 +23,9 @@ import (
 	opabundle "github.com/open-policy-agent/opa/v1/bundle"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/keygate/keygate/internal/bundleserver"
+	"github.com/keygate/keygate/internal/catalog"
+	"github.com/keygate/keygate/internal/compiler"
 	"github.com/keygate/keygate/internal/envoyauth"
 	"github.com/keygate/keygate/internal/model"
 )
@@ -216,8 +219,20 @@ func getJSON(t *testing.T, url string) (int, map[string]any) {
 // keygate_bundle_download_failures_total and keygate_bundle_stale up, while Checks keep being answered.
 func TestOperatedLikeOPA(t *testing.T) {
 	keys := newSigningPair(t)
-	b1 := build(t, demoModel(t, nil), keys.private)
-	bundles := newBundleServer(t, b1.Data, b1.Revision)
+	// keygate serve's bundle server (internal/bundleserver) on the demo seed, signing with the test key.
+	bundles, err := bundleserver.New(bundleserver.Config{Addr: "127.0.0.1:0",
+		Build:  compiler.Options{SigningKey: keys.private},
+		Source: func(context.Context) (model.Snapshot, error) { return catalog.DemoWithRoutes() }}, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveCtx, cutBundleServer := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- bundles.Run(serveCtx) }()
+	t.Cleanup(func() { cutBundleServer(); <-served })
+	waitFor(t, "keygate serve's first bundle", bundles.Ready)
+	bundlesURL := "http://" + bundles.Addr().String()
+	revision := bundles.Revision()
 	logSink := newSink(t)
 	dev := newDevIdentity(t)
 	pub, err := os.ReadFile(keys.pubFile)
@@ -259,7 +274,7 @@ keygate:
   max_bundle_age: 3s
   identity:
     jwks_file: %s
-`, bundles.URL, logSink.URL, pubJSON, dev.jwksFile))
+`, bundlesURL, logSink.URL, pubJSON, dev.jwksFile))
 
 	type runningSidecar struct {
 		s  *Sidecar
@@ -313,8 +328,8 @@ keygate:
 			if labels["app"] != "identity" || labels["sidecar"] != name || labels["id"] != sc.id || labels["version"] == nil {
 				t.Errorf("%s %s: labels %v", name, tc.outcome, labels)
 			}
-			if rev := sub(ev, "bundles", "keygate")["revision"]; rev != b1.Revision {
-				t.Errorf("%s %s: bundles.keygate.revision %v, want %s", name, tc.outcome, rev, b1.Revision)
+			if rev := sub(ev, "bundles", "keygate")["revision"]; rev != revision {
+				t.Errorf("%s %s: bundles.keygate.revision %v, want %s", name, tc.outcome, rev, revision)
 			}
 			if p := sub(ev, "input", "attributes", "request", "http")["path"]; p != "/api/identity/orgs/org-layer5/users" {
 				t.Errorf("%s %s: input path %v", name, tc.outcome, p)
@@ -323,7 +338,7 @@ keygate:
 				t.Errorf("%s %s: result %v", name, tc.outcome, res)
 			}
 			kg := sub(ev, "custom", "keygate")
-			if kg["result"] != tc.outcome || kg["revision"] != b1.Revision || (!tc.allowed && kg["reason"] == nil) {
+			if kg["result"] != tc.outcome || kg["revision"] != revision || (!tc.allowed && kg["reason"] == nil) {
 				t.Errorf("%s %s: custom.keygate %v", name, tc.outcome, kg)
 			}
 			if ts, _ := ev["timestamp"].(string); ts == "" {
@@ -343,7 +358,7 @@ keygate:
 		// Status: to the status service, and on GET /v1/status, in OPA's format.
 		waitFor(t, name+"'s status at the status service", func() bool {
 			st := logSink.lastStatus(sc.id)
-			return st != nil && sub(st, "bundles", "keygate")["active_revision"] == b1.Revision
+			return st != nil && sub(st, "bundles", "keygate")["active_revision"] == revision
 		})
 		st := logSink.lastStatus(sc.id)
 		if sub(st, "labels")["sidecar"] != name || sub(st, "bundles", "keygate")["last_successful_download"] == nil {
@@ -351,7 +366,7 @@ keygate:
 		}
 		code, local := getJSON(t, "http://"+sc.s.HTTPAddr().String()+"/v1/status")
 		res := sub(local, "result")
-		if code != http.StatusOK || sub(res, "bundles", "keygate")["active_revision"] != b1.Revision ||
+		if code != http.StatusOK || sub(res, "bundles", "keygate")["active_revision"] != revision ||
 			sub(res, "plugins", "bundle")["state"] != "OK" || sub(res, "plugins", "decision_logs") == nil {
 			t.Errorf("%s: GET /v1/status %d %v", name, code, local)
 		}
@@ -379,8 +394,9 @@ keygate:
 
 	// Cut the bundle server: within max_bundle_age (3s) both sidecars become unready, with metrics saying why;
 	// their Checks are still answered from the bundle they have.
-	bundles.CloseClientConnections()
-	bundles.Close()
+	cutBundleServer()
+	<-served
+	served <- nil // for the cleanup
 	for i, sc := range sidecars {
 		name := string(rune('a' + i))
 		waitFor(t, name+" unready", func() bool {
