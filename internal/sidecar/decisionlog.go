@@ -13,6 +13,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	opametrics "github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/server"
+	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/util"
 
 	"github.com/keygate/keygate/internal/envoyauth"
@@ -45,6 +46,7 @@ type decisionEntry struct {
 // one goroutine; when the queue is full the entry is dropped and counted, so logging never slows a Check.
 type decisionLog struct {
 	logger  *slog.Logger
+	store   storage.Store
 	sink    func(context.Context, *server.Info) error
 	ch      chan decisionEntry
 	dropped func()
@@ -52,8 +54,8 @@ type decisionLog struct {
 	once    sync.Once
 }
 
-func newDecisionLog(logger *slog.Logger, size int, sink func(context.Context, *server.Info) error, dropped func()) *decisionLog {
-	l := &decisionLog{logger: logger, sink: sink, ch: make(chan decisionEntry, size), dropped: dropped}
+func newDecisionLog(logger *slog.Logger, store storage.Store, size int, sink func(context.Context, *server.Info) error, dropped func()) *decisionLog {
+	l := &decisionLog{logger: logger, store: store, sink: sink, ch: make(chan decisionEntry, size), dropped: dropped}
 	l.wg.Add(1)
 	go l.run()
 	return l
@@ -74,10 +76,26 @@ func (l *decisionLog) run() {
 	defer l.wg.Done()
 	ctx := context.Background()
 	for e := range l.ch {
-		if err := l.sink(ctx, e.info()); err != nil {
+		if err := l.hand(ctx, e.info()); err != nil {
 			l.logger.Warn("decision log", "decision_id", e.ID, "error", err)
 		}
 	}
+}
+
+// hand gives one entry to the sink inside a read transaction of the store, as OPA's server does (Info.Txn): the
+// plugin's mask and drop queries then use it instead of opening their own while holding the plugin's query
+// cache lock, which deadlocked against a bundle activation (the store's write lock, then that cache lock).
+func (l *decisionLog) hand(ctx context.Context, info *server.Info) error {
+	if l.store == nil {
+		return l.sink(ctx, info)
+	}
+	txn, err := l.store.NewTransaction(ctx)
+	if err != nil {
+		return err
+	}
+	defer l.store.Abort(ctx, txn)
+	info.Txn = txn
+	return l.sink(ctx, info)
 }
 
 // info is the entry as OPA's server hands a decision to the decision log plugin. The plugin turns it into

@@ -119,7 +119,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Sidecar, err 
 	cleanup = append(cleanup, func() { _ = s.tracer.Shutdown(context.Background()) })
 	s.pool = newPool(cfg.Workers, s.engine.hot)
 	if s.engine.logs != nil {
-		s.logs = newDecisionLog(logger, cfg.DecisionLogs.QueueSize, s.engine.logs.Log, s.metrics.logsDropped.Inc)
+		s.logs = newDecisionLog(logger, s.engine.manager.Store, cfg.DecisionLogs.QueueSize, s.engine.logs.Log, s.metrics.logsDropped.Inc)
 	}
 	// Streams are served on a fixed set of reused goroutines: their stacks have grown to what OPA's evaluator
 	// needs, so a Check evaluates inline without growing a fresh goroutine's stack or a hand-off.
