@@ -47,20 +47,27 @@ func metricsOf(t *testing.T, addr string) string {
 	return string(b)
 }
 
+// loadedDatabase migrates a fresh test database, loads the demo into it and opens an admin pool on it.
+func loadedDatabase(t *testing.T) (string, *pgxpool.Pool) {
+	t.Helper()
+	db := testDatabaseURL(t)
+	runOK(t, "migrate", "--database-url", db)
+	runOK(t, "db", "load", "--database-url", db)
+	admin, err := pgxpool.New(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(admin.Close)
+	return db, admin
+}
+
 // TestServeRecoversFromTerminatedBackends: pg_terminate_backend on every connection of keygate serve (the
 // watcher's LISTEN connection and the pool's), then a commit: the new revision is served well under the old
 // 10s (a dead pooled connection and a fixed 10s retry).
 func TestServeRecoversFromTerminatedBackends(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	db := testDatabaseURL(t)
-	runOK(t, "migrate", "--database-url", db)
-	runOK(t, "db", "load", "--database-url", db)
-	admin, err := pgxpool.New(ctx, db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(admin.Close)
+	db, admin := loadedDatabase(t)
 	app := fmt.Sprintf("keygate-outage-%d", rand.Uint64())
 	addr := freeAddr(t)
 	etag, stop := serveUntilReady(t, addr, "--database-url", db+"&application_name="+app, "--rebuild-interval", "-1s")
@@ -176,14 +183,7 @@ func (p *tcpProxy) refuse() {
 func TestServeThroughADatabaseOutage(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	db := testDatabaseURL(t)
-	runOK(t, "migrate", "--database-url", db)
-	runOK(t, "db", "load", "--database-url", db)
-	admin, err := pgxpool.New(ctx, db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(admin.Close)
+	db, admin := loadedDatabase(t)
 	u, err := url.Parse(db)
 	if err != nil {
 		t.Fatal(err)

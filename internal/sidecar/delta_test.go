@@ -54,16 +54,7 @@ func startBundleServer(t *testing.T, src *memSource, deltas bundleserver.DeltaCo
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("bundle server: %v", err)
-		}
-	})
-	waitFor(t, "the bundle server", srv.Ready)
+	runBundleServer(t, srv)
 	return srv
 }
 

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/keygate/keygate/internal/bundleserver"
 	"github.com/keygate/keygate/internal/catalog"
 	"github.com/keygate/keygate/internal/compiler"
 	"github.com/keygate/keygate/internal/identity"
@@ -191,6 +192,27 @@ func startSidecar(t testing.TB, cfg Config) *Sidecar {
 		}
 	})
 	return s
+}
+
+// runBundleServer runs keygate's bundle server until the test ends (or until the returned stop, which may be
+// called earlier to cut it), and waits for its first bundle.
+func runBundleServer(t testing.TB, srv *bundleserver.Server) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("bundle server: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	waitFor(t, "the bundle server", srv.Ready)
+	return stop
 }
 
 func waitFor(t testing.TB, what string, cond func() bool) {

@@ -226,11 +226,7 @@ func TestOperatedLikeOPA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	serveCtx, cutBundleServer := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- bundles.Run(serveCtx) }()
-	t.Cleanup(func() { cutBundleServer(); <-served })
-	waitFor(t, "keygate serve's first bundle", bundles.Ready)
+	cutBundleServer := runBundleServer(t, bundles)
 	bundlesURL := "http://" + bundles.Addr().String()
 	revision := bundles.Revision()
 	logSink := newSink(t)
@@ -395,8 +391,6 @@ keygate:
 	// Cut the bundle server: within max_bundle_age (3s) both sidecars become unready, with metrics saying why;
 	// their Checks are still answered from the bundle they have.
 	cutBundleServer()
-	<-served
-	served <- nil // for the cleanup
 	for i, sc := range sidecars {
 		name := string(rune('a' + i))
 		waitFor(t, name+" unready", func() bool {

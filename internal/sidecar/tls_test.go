@@ -194,16 +194,7 @@ func secureBundleServer(t testing.TB, p pki, token string, edit func(*model.Snap
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("bundle server: %v", err)
-		}
-	})
-	waitFor(t, "the bundle server", srv.Ready)
+	runBundleServer(t, srv)
 	return srv
 }
 
