@@ -126,9 +126,8 @@ func scalarOrMessage(fd protoreflect.FieldDescriptor, v protoreflect.Value) *ast
 	case protoreflect.EnumKind:
 		return ast.IntNumberTerm(int(v.Enum()))
 	case protoreflect.Int32Kind, protoreflect.Sint32Kind, protoreflect.Sfixed32Kind,
-		protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Sfixed64Kind:
-		return ast.NewTerm(ast.Number(v.String()))
-	case protoreflect.Uint32Kind, protoreflect.Fixed32Kind, protoreflect.Uint64Kind, protoreflect.Fixed64Kind:
+		protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Sfixed64Kind,
+		protoreflect.Uint32Kind, protoreflect.Fixed32Kind, protoreflect.Uint64Kind, protoreflect.Fixed64Kind:
 		return ast.NewTerm(ast.Number(v.String()))
 	case protoreflect.FloatKind, protoreflect.DoubleKind:
 		return ast.FloatNumberTerm(v.Float())

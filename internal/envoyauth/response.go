@@ -181,9 +181,9 @@ func DenyBody(d Decision, decisionID string) string {
 		}
 	}
 	// A denial made in Go (bad path, bad token, no bundle) has the fields of the policy's body too.
-	for k, v := range map[string]string{"missing_key": "", "key_id": d.Key, "route": d.Route} {
-		if _, ok := body[k]; !ok {
-			body[k] = v
+	for _, kv := range [...][2]string{{"missing_key", ""}, {"key_id", d.Key}, {"route", d.Route}} {
+		if _, ok := body[kv[0]]; !ok {
+			body[kv[0]] = kv[1]
 		}
 	}
 	body["allowed"] = false
